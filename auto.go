@@ -1,0 +1,126 @@
+package zcnet
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The auto mode's cost model. Receiving a bulk fill costs about a fixed amount per byte on
+// each path: the mapping path (TCP_ZEROCOPY_RECEIVE, plus recv(2) of what could not be
+// mapped) and the copy path (recv(2)). Read must also copy mapped bytes into the caller's
+// buffer, which costs memcpy per byte; Next and WriteTo do not. Each conn keeps its own
+// estimates of both paths, seeded from the process-wide ones, times its bulk fills, and
+// picks the cheaper path; every exploreEvery-th bulk fill it takes the other path to keep
+// that estimate current. Nothing is timed for fills below bulkFill bytes: there the fixed
+// cost of a call dominates and both paths are the same copy.
+
+const (
+	bulkFill     = 64 << 10 // fills this large are timed and count as a bulk stream
+	exploreEvery = 64       // bulk fills between two tries of the path not chosen
+	ewmaWeight   = 0.25     // weight of a new sample
+)
+
+// hostCost holds process-wide estimates in ns per byte (float64 bits; 0 = unknown).
+var hostCost struct {
+	mapNs, copyNs atomic.Uint64
+}
+
+var memcpyNs = sync.OnceValue(func() float64 {
+	// Calibrate memcpy from a buffer larger than the L2 cache, best of a few runs.
+	const n = 1 << 20
+	src, dst := make([]byte, n), make([]byte, n)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	best := math.Inf(1)
+	for range 5 {
+		t := time.Now()
+		copy(dst, src)
+		if d := float64(time.Since(t)) / n; d > 0 && d < best {
+			best = d
+		}
+	}
+	if math.IsInf(best, 1) {
+		best = 0.05
+	}
+	return best
+})
+
+func loadCost(a *atomic.Uint64) float64 { return math.Float64frombits(a.Load()) }
+
+func updateCost(a *atomic.Uint64, sample float64) {
+	for {
+		old := a.Load()
+		v := math.Float64frombits(old)
+		if v == 0 {
+			v = sample
+		} else {
+			v += ewmaWeight * (sample - v)
+		}
+		if a.CompareAndSwap(old, math.Float64bits(v)) {
+			return
+		}
+	}
+}
+
+// autoState is one conn's cost estimates and choice.
+type autoState struct {
+	mapNs, copyNs float64 // ns per byte; 0 = not measured on this conn yet
+	bulk          bool    // the last fill was a bulk fill: mapping can pay
+	fills         uint32  // bulk fills since the last exploration
+}
+
+// chooseMap reports whether the next fill should map. userCopy is true when mapped bytes
+// must then be copied into the caller's buffer (Read) and false for views (Next, WriteTo)
+// or when the copy path would copy them once more anyway (a Read smaller than the pooled
+// buffer).
+func (a *autoState) chooseMap(userCopy bool) bool {
+	if !a.bulk {
+		return false
+	}
+	m, c := a.mapNs, a.copyNs
+	if m == 0 {
+		m = loadCost(&hostCost.mapNs)
+	}
+	if c == 0 {
+		c = loadCost(&hostCost.copyNs)
+	}
+	if m == 0 || c == 0 { // a path never measured in this process: try it
+		return m == 0
+	}
+	if userCopy {
+		m += memcpyNs()
+	}
+	preferMap := m < c
+	a.fills++
+	if a.fills >= exploreEvery {
+		a.fills = 0
+		return !preferMap
+	}
+	return preferMap
+}
+
+// record feeds the outcome of a fill: n bytes in d on the mapping or copy path.
+func (a *autoState) record(mapped bool, n int, d time.Duration) {
+	a.bulk = n >= bulkFill
+	if !a.bulk || d <= 0 {
+		return
+	}
+	s := float64(d) / float64(n)
+	if mapped {
+		a.mapNs = ewma(a.mapNs, s)
+		updateCost(&hostCost.mapNs, s)
+	} else {
+		a.copyNs = ewma(a.copyNs, s)
+		updateCost(&hostCost.copyNs, s)
+	}
+}
+
+func ewma(v, s float64) float64 {
+	if v == 0 {
+		return s
+	}
+	return v + ewmaWeight*(s-v)
+}

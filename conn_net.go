@@ -1,0 +1,127 @@
+package zcnet
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"time"
+	"unsafe"
+)
+
+// Close closes the connection. Pending reads and writes are unblocked and return errors
+// satisfying errors.Is(err, net.ErrClosed). The ring is unmapped as soon as no read-side
+// call is running; a Next view still referenced after Close reads zeros instead of
+// faulting until the Conn is garbage collected, but it is no longer valid.
+func (c *Conn) Close() error {
+	c.stateMu.Lock()
+	if c.closed {
+		c.stateMu.Unlock()
+		if c.tc == nil {
+			return &net.OpError{Op: "close", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: net.ErrClosed}
+		}
+		return c.tc.Close()
+	}
+	c.closed = true
+	rel := !c.inRead
+	c.stateMu.Unlock()
+	var err error
+	if c.tc != nil {
+		err = c.tc.Close()
+	}
+	if rel {
+		c.release()
+	}
+	if c.onClose != nil {
+		c.onClose(c)
+	}
+	return err
+}
+
+// release frees the ring and the fallback buffer. It runs once, after Close, when no
+// read-side call is running.
+func (c *Conn) release() {
+	if c.viewed && c.ring.reserved() && c.sys.mapAnon != nil {
+		// A Next view may still be read by a caller racing Close: swap the socket's pages
+		// for an empty anonymous mapping (the socket memory is freed now) and unmap it
+		// when the Conn is collected.
+		mem := c.ring.mem
+		if c.sys.mapAnon(unsafe.Pointer(&mem[0]), uintptr(len(mem))) == nil {
+			s := c.sys
+			runtime.AddCleanup(c, func(m []byte) {
+				s.unmap(unsafe.Pointer(&m[0]), uintptr(len(m)))
+			}, mem)
+			c.ring.mem = nil
+		}
+	}
+	c.ring.unmap(c.sys)
+	c.buf.drop()
+	c.viewed = false
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
+
+// SetDeadline sets the read and write deadlines, as net.Conn.SetDeadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.setReadDeadline(t)
+	return c.tc.SetDeadline(t)
+}
+
+// SetReadDeadline sets the deadline for Read, Next and WriteTo, as
+// net.Conn.SetReadDeadline. A past deadline fails them even when bytes are buffered.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.setReadDeadline(t)
+	return c.tc.SetReadDeadline(t)
+}
+
+func (c *Conn) setReadDeadline(t time.Time) {
+	if t.IsZero() {
+		c.deadline.Store(0)
+	} else {
+		c.deadline.Store(t.UnixNano())
+	}
+}
+
+// SetWriteDeadline sets the deadline for Write and ReadFrom.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
+
+// Write writes to the socket, as net.TCPConn.Write.
+func (c *Conn) Write(b []byte) (int, error) { return c.tc.Write(b) }
+
+// ReadFrom implements io.ReaderFrom with net.TCPConn's, so io.Copy(conn, file) still uses
+// sendfile(2) or splice(2).
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	return c.tc.ReadFrom(r)
+}
+
+// CloseRead shuts down the reading side, as net.TCPConn.CloseRead.
+func (c *Conn) CloseRead() error { return c.tc.CloseRead() }
+
+// CloseWrite shuts down the writing side, as net.TCPConn.CloseWrite.
+func (c *Conn) CloseWrite() error { return c.tc.CloseWrite() }
+
+// SetReadBuffer sets the socket's receive buffer size (SO_RCVBUF).
+func (c *Conn) SetReadBuffer(bytes int) error { return c.tc.SetReadBuffer(bytes) }
+
+// SetWriteBuffer sets the socket's send buffer size (SO_SNDBUF).
+func (c *Conn) SetWriteBuffer(bytes int) error { return c.tc.SetWriteBuffer(bytes) }
+
+// SetNoDelay controls Nagle's algorithm, as net.TCPConn.SetNoDelay.
+func (c *Conn) SetNoDelay(noDelay bool) error { return c.tc.SetNoDelay(noDelay) }
+
+// SetLinger sets SO_LINGER, as net.TCPConn.SetLinger.
+func (c *Conn) SetLinger(sec int) error { return c.tc.SetLinger(sec) }
+
+// SetKeepAlive enables TCP keep-alives, as net.TCPConn.SetKeepAlive.
+func (c *Conn) SetKeepAlive(keepalive bool) error { return c.tc.SetKeepAlive(keepalive) }
+
+// SetKeepAlivePeriod sets the keep-alive idle time, as net.TCPConn.SetKeepAlivePeriod.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error { return c.tc.SetKeepAlivePeriod(d) }
+
+// SetKeepAliveConfig configures keep-alives, as net.TCPConn.SetKeepAliveConfig.
+func (c *Conn) SetKeepAliveConfig(config net.KeepAliveConfig) error {
+	return c.tc.SetKeepAliveConfig(config)
+}

@@ -1,0 +1,96 @@
+package zcnet
+
+import "github.com/valyala/bytebufferpool"
+
+// copyBufSize is the size of the pooled buffer the copy path reads into when the caller's
+// buffer is smaller: one recv(2) then serves many small Reads.
+const copyBufSize = 64 << 10
+
+// fallback holds bytes received by copying (recv(2), or the kernel's copy of an unaligned
+// tail) that the caller has not consumed yet: b.B[r:w]. Its buffer comes from
+// bytebufferpool and goes back there as soon as it is drained, so an idle conn holds none.
+//
+// Stream order: when both hold bytes, the ring's pending bytes come first, then these.
+type fallback struct {
+	b    *bytebufferpool.ByteBuffer
+	r, w int
+	held bool // a slice of b was handed out (Next) and must stay valid until the next call
+}
+
+// buffered is the number of unconsumed bytes.
+func (f *fallback) buffered() int { return f.w - f.r }
+
+// pending returns the unconsumed bytes; the slice aliases the pooled buffer.
+func (f *fallback) pending() []byte {
+	if f.b == nil {
+		return nil
+	}
+	return f.b.B[f.r:f.w]
+}
+
+// space returns the free space after the unconsumed bytes, making it at least min bytes
+// (compacting or growing the buffer; unconsumed bytes are kept).
+func (f *fallback) space(min int) []byte {
+	if f.b == nil {
+		f.b = bytebufferpool.Get()
+		f.r, f.w = 0, 0
+	}
+	b := f.b.B[:cap(f.b.B)]
+	if len(b)-f.w >= min {
+		return b[f.w:]
+	}
+	n := f.w - f.r
+	if f.r > 0 && len(b)-n >= min && !f.held {
+		copy(b, b[f.r:f.w])
+	} else {
+		nb := make([]byte, n+min)
+		copy(nb, b[f.r:f.w])
+		b = nb
+		f.held = false // the old buffer is left to the garbage collector, not the pool
+	}
+	f.b.B = b
+	f.r, f.w = 0, n
+	return b[f.w:]
+}
+
+// commit records that n bytes were written at the start of the last space.
+func (f *fallback) commit(n int) { f.w += n }
+
+// consume marks n unconsumed bytes as consumed, returning the buffer to the pool once it
+// is drained (unless a view of it is held).
+func (f *fallback) consume(n int) {
+	f.r += n
+	if f.r == f.w && !f.held {
+		f.put()
+	}
+}
+
+// unhold ends the validity of a view handed out from the buffer.
+func (f *fallback) unhold() {
+	f.held = false
+	if f.b != nil && f.r == f.w {
+		f.put()
+	}
+}
+
+// put returns the buffer to the pool.
+func (f *fallback) put() {
+	if f.b != nil {
+		f.b.B = f.b.B[:0]
+		bytebufferpool.Put(f.b)
+	}
+	f.b = nil
+	f.r, f.w = 0, 0
+}
+
+// drop forgets the buffer without returning it to the pool: used at Close, when a view
+// may still be referenced.
+func (f *fallback) drop() {
+	if !f.held {
+		f.put()
+		return
+	}
+	f.b = nil
+	f.r, f.w = 0, 0
+	f.held = false
+}

@@ -1,0 +1,82 @@
+package zcnet
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Mode selects how a Conn receives.
+type Mode int
+
+const (
+	// ModeAuto (the zero value) measures what mapping and copying cost on this host and
+	// this stream and uses whichever is cheaper, switching as the stream changes.
+	ModeAuto Mode = iota
+	// ModeZeroCopy maps whole pages whenever the kernel can, copying only what it cannot.
+	ModeZeroCopy
+	// ModeCopy never maps: the conn behaves as a net.TCPConn with a pooled read buffer.
+	ModeCopy
+)
+
+// String returns "auto", "zerocopy" or "copy".
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeZeroCopy:
+		return "zerocopy"
+	case ModeCopy:
+		return "copy"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// DefaultRingSize is the address space reserved per conn when Options.RingSize is 0.
+const DefaultRingSize = 2 << 20
+
+// MaxRingSize is the largest Options.RingSize accepted.
+const MaxRingSize = 1 << 30
+
+// Options configure how conns receive. The zero value is ready to use.
+type Options struct {
+	// Mode selects mapping, copying or measured choice (the default).
+	Mode Mode
+	// RingSize is the address space, in bytes, reserved per conn for mapped pages, rounded
+	// up to a multiple of the page size; 0 means DefaultRingSize. It bounds how much one
+	// mapping call takes and the largest Next. Only address space is reserved, and only at
+	// the first read that maps; pages are mapped while they hold unconsumed bytes.
+	RingSize int
+	// PageAlignedMSS makes a listener advertise a maximum segment size of one page of
+	// payload (TCP_MAXSEG = page size + 12 bytes of timestamp option), so that each
+	// segment a peer sends fills exactly one page: the payload the kernel can map.
+	// It is ignored by Dialer and NewConn.
+	PageAlignedMSS bool
+}
+
+// Errors for bad arguments.
+var (
+	// ErrNegativeCount is returned by Next for a negative count.
+	ErrNegativeCount = errors.New("zcnet: negative count")
+	// ErrTooLarge is returned by Next for a count above the conn's ring size.
+	ErrTooLarge = errors.New("zcnet: count exceeds RingSize")
+)
+
+// validate checks opts and returns the ring size to use.
+func (o *Options) validate() (int, error) {
+	switch o.Mode {
+	case ModeAuto, ModeZeroCopy, ModeCopy:
+	default:
+		return 0, fmt.Errorf("zcnet: invalid Mode %d", int(o.Mode))
+	}
+	size := o.RingSize
+	switch {
+	case size < 0:
+		return 0, fmt.Errorf("zcnet: negative RingSize %d", size)
+	case size > MaxRingSize:
+		return 0, fmt.Errorf("zcnet: RingSize %d above the maximum %d", size, MaxRingSize)
+	case size == 0:
+		size = DefaultRingSize
+	}
+	size = (size + pageSize - 1) &^ (pageSize - 1)
+	return size, nil
+}

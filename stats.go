@@ -1,0 +1,83 @@
+package zcnet
+
+import (
+	"sync/atomic"
+)
+
+// Stats counts how a conn (or all conns of a Listener) received. Byte counts are of
+// stream bytes delivered to the conn, whichever call consumes them later.
+type Stats struct {
+	// MappedBytes were received by mapping pages (TCP_ZEROCOPY_RECEIVE).
+	MappedBytes uint64
+	// CopiedBytes were received by copying: recv(2), or the kernel's copy of an unaligned
+	// tail in the same call.
+	CopiedBytes uint64
+	// ZerocopyCalls counts TCP_ZEROCOPY_RECEIVE calls; RecvCalls counts recv(2) calls.
+	ZerocopyCalls, RecvCalls uint64
+	// Skips counts mapping calls that reported bytes the kernel could not map
+	// (recv_skip_hint): unaligned payload.
+	Skips uint64
+	// Waits counts the times a read waited in the poller for data.
+	Waits uint64
+	// MapFills and CopyFills count the fills (one trip to the kernel for new bytes) that
+	// took the mapping path and the copy path; in ModeAuto their ratio shows the choice.
+	MapFills, CopyFills uint64
+	// ViewBytes were handed out by Next or WriteTo straight from mapped pages, with no copy
+	// in user space; AssembledBytes had to be gathered into a pooled buffer by Next.
+	ViewBytes, AssembledBytes uint64
+	// FallbackReason says why the conn stopped (or never started) mapping; it is empty
+	// while mapping is allowed. ModeCopy reads "ModeCopy".
+	FallbackReason string
+}
+
+// add adds o's counters to s; the reason is kept only if s has none.
+func (s *Stats) add(o Stats) {
+	s.MappedBytes += o.MappedBytes
+	s.CopiedBytes += o.CopiedBytes
+	s.ZerocopyCalls += o.ZerocopyCalls
+	s.RecvCalls += o.RecvCalls
+	s.Skips += o.Skips
+	s.Waits += o.Waits
+	s.MapFills += o.MapFills
+	s.CopyFills += o.CopyFills
+	s.ViewBytes += o.ViewBytes
+	s.AssembledBytes += o.AssembledBytes
+	if s.FallbackReason == "" {
+		s.FallbackReason = o.FallbackReason
+	}
+}
+
+// MappedShare is MappedBytes over all received bytes (0 when nothing was received).
+func (s Stats) MappedShare() float64 {
+	t := s.MappedBytes + s.CopiedBytes
+	if t == 0 {
+		return 0
+	}
+	return float64(s.MappedBytes) / float64(t)
+}
+
+// counters are a conn's live Stats, written by its reader and read by anyone.
+type counters struct {
+	mapped, copied, zcCalls, recvCalls, skips, waits atomic.Uint64
+	mapFills, copyFills, viewBytes, assembled        atomic.Uint64
+	reason                                           atomic.Pointer[string]
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		MappedBytes:    c.mapped.Load(),
+		CopiedBytes:    c.copied.Load(),
+		ZerocopyCalls:  c.zcCalls.Load(),
+		RecvCalls:      c.recvCalls.Load(),
+		Skips:          c.skips.Load(),
+		Waits:          c.waits.Load(),
+		MapFills:       c.mapFills.Load(),
+		CopyFills:      c.copyFills.Load(),
+		ViewBytes:      c.viewBytes.Load(),
+		AssembledBytes: c.assembled.Load(),
+	}
+	if r := c.reason.Load(); r != nil {
+		s.FallbackReason = *r
+	}
+	return s
+}

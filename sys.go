@@ -1,0 +1,47 @@
+package zcnet
+
+import "unsafe"
+
+// zerocopyReceive is struct tcp_zerocopy_receive from <linux/tcp.h> as of Linux 5.11 and
+// later (64 bytes). Older kernels accept it and read only the prefix they know.
+// golang.org/x/sys/unix has the option constant but not the struct.
+type zerocopyReceive struct {
+	Address        uint64 // in: start of the range in the socket's VMA to map into
+	Length         uint32 // in: bytes of range; out: bytes mapped (whole pages)
+	RecvSkipHint   uint32 // out: bytes to read with recv(2) before the next mappable byte
+	Inq            uint32 // out: bytes still queued after this call
+	Err            int32  // out: pending socket error (e.g. ECONNRESET), cleared by the call
+	CopybufAddress uint64 // in: buffer the kernel may copy an unaligned tail into
+	CopybufLen     int32  // in: its size; out: bytes copied into it
+	Flags          uint32 // in: TCP_RECEIVE_ZEROCOPY_FLAG_*
+	MsgControl     uint64
+	MsgControllen  uint64
+	MsgFlags       uint32
+	Reserved       uint32
+}
+
+// Compile-time check of the ABI size.
+var _ [64 - unsafe.Sizeof(zerocopyReceive{})]struct{}
+var _ [unsafe.Sizeof(zerocopyReceive{}) - 64]struct{}
+
+// sysCalls is the syscall layer: one thin function per kernel operation the ring and the
+// copy path need, with no policy. Every Conn holds the sysCalls it was created with, which
+// is the seam fault-injection and the fuzzer's fake kernel use.
+type sysCalls struct {
+	// reserve creates a PROT_READ, MAP_SHARED mapping of length bytes on the socket fd
+	// (mmap(2) on a TCP socket only reserves address space).
+	reserve func(fd int, length uintptr) (unsafe.Pointer, error)
+	// unmap unmaps [addr, addr+length): used both to trim a reservation and to release it.
+	unmap func(addr unsafe.Pointer, length uintptr) error
+	// dontneed drops the pages mapped in [addr, addr+length) (madvise MADV_DONTNEED).
+	dontneed func(addr unsafe.Pointer, length uintptr) error
+	// zerocopy is getsockopt(fd, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, zc).
+	zerocopy func(fd int, zc *zerocopyReceive) error
+	// recv is read(2) on the non-blocking socket; io.EOF is not produced here (n == 0, nil).
+	recv func(fd int, p []byte) (int, error)
+	// mapAnon replaces [addr, addr+length) with an empty private anonymous PROT_READ
+	// mapping (mmap MAP_FIXED): reads there see zeros instead of faulting.
+	mapAnon func(addr unsafe.Pointer, length uintptr) error
+	// setRcvlowat is setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, n).
+	setRcvlowat func(fd int, n int) error
+}

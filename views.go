@@ -1,0 +1,193 @@
+package zcnet
+
+import (
+	"io"
+	"os"
+)
+
+// Next returns the next n bytes of the stream, waiting until n bytes have arrived (or the
+// stream ends, an error occurs or the read deadline passes), like io.ReadFull but without
+// a copy where possible. While it waits it sets SO_RCVLOWAT so that the kernel wakes the
+// reader once for the bytes still missing.
+//
+// Where the n bytes lie contiguously in mapped pages, the slice points into the mapping;
+// otherwise they are gathered in a pooled buffer. Either way the slice is read-only and
+// valid only until the next read-side call on the conn (Read, Next, WriteTo, Close):
+// after that its memory is reused or unmapped. Writing into a slice that points into the
+// mapping faults (the mapping is PROT_READ): copy it first if it must be modified.
+//
+// At the end of the stream, Next returns the bytes left with io.ErrUnexpectedEOF, or nil
+// and io.EOF when none are left. Next(0) returns an empty slice; a negative n returns
+// ErrNegativeCount and an n above the ring size ErrTooLarge.
+func (c *Conn) Next(n int) ([]byte, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if err := c.enter(); err != nil {
+		return nil, c.opErr("read", err)
+	}
+	defer c.exit()
+	c.endView()
+	switch {
+	case n < 0:
+		return nil, ErrNegativeCount
+	case n > c.ringSize:
+		return nil, ErrTooLarge
+	case n == 0:
+		return []byte{}, nil
+	}
+	if c.buffered() > 0 && c.deadlinePassed() {
+		return nil, c.opErr("read", os.ErrDeadlineExceeded)
+	}
+	for {
+		rl, bl := c.ring.buffered(), c.buf.buffered()
+		if bl == 0 && rl >= n {
+			v := c.ring.pending()[:n:n]
+			c.ring.consume(n)
+			c.viewed = true
+			c.st.viewBytes.Add(uint64(n))
+			return v, nil
+		}
+		if rl == 0 && bl >= n {
+			return c.bufView(n), nil
+		}
+		if err := c.pendingErr(); err != nil {
+			return c.rest(err)
+		}
+		var err error
+		if bl == 0 && (rl == 0 || c.ring.head+n <= c.ring.size()) && c.chooseMap(false) {
+			// Extend the mapped bytes in place: whole pages for what is missing.
+			want := (n - rl + pageSize - 1) &^ (pageSize - 1)
+			err = c.fillMap(want, n-rl)
+			if err == errNoMap {
+				continue
+			}
+		} else {
+			if rl > 0 {
+				c.unmapPending()
+			}
+			need := n - c.buf.buffered()
+			_, err = c.fillBuf(need, need)
+		}
+		if err != nil && err != io.EOF {
+			if c.buffered() == 0 {
+				return nil, c.opErr("read", err)
+			}
+			c.rerr = err
+		}
+	}
+}
+
+// bufView hands out the next n bytes of the fallback buffer (which holds all pending
+// bytes), keeping the buffer alive until the next read-side call.
+func (c *Conn) bufView(n int) []byte {
+	v := c.buf.pending()[:n:n]
+	c.buf.held = true
+	c.buf.consume(n)
+	c.st.assembled.Add(uint64(n))
+	return v
+}
+
+// unmapPending moves the ring's pending bytes to the front of the fallback buffer, so
+// that all pending bytes are contiguous there.
+func (c *Conn) unmapPending() {
+	r := c.ring.pending()
+	old := c.buf.pending()
+	var f fallback
+	sp := f.space(len(r) + len(old) + copyBufSize)
+	copy(sp[copy(sp, r):], old)
+	f.commit(len(r) + len(old))
+	c.ring.consume(len(r))
+	c.buf.put()
+	c.buf = f
+}
+
+// rest returns all pending bytes at the end of the stream (or an error) for Next.
+func (c *Conn) rest(err error) ([]byte, error) {
+	if c.buffered() == 0 {
+		if err == io.EOF {
+			c.eof = true
+		}
+		return nil, c.opErr("read", err)
+	}
+	if c.ring.buffered() > 0 {
+		c.unmapPending()
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	} else {
+		c.rerr = nil
+	}
+	return c.bufView(c.buf.buffered()), c.opErr("read", err)
+}
+
+// WriteTo implements io.WriterTo: it writes the stream to w until EOF, handing w the
+// mapped pages themselves (no copy in user space) where the conn maps. w must not keep
+// the slices it is given, as io.Writer requires. It returns the bytes written and the
+// first error other than io.EOF.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if err := c.enter(); err != nil {
+		return 0, c.opErr("read", err)
+	}
+	defer c.exit()
+	c.endView()
+	if c.buffered() > 0 && c.deadlinePassed() {
+		return 0, c.opErr("read", os.ErrDeadlineExceeded)
+	}
+	var total int64
+	for {
+		if c.ring.buffered() > 0 {
+			n, err := writeAll(w, c.ring.pending())
+			c.ring.consume(n)
+			c.st.viewBytes.Add(uint64(n))
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+		}
+		if c.buf.buffered() > 0 {
+			n, err := writeAll(w, c.buf.pending())
+			c.buf.consume(n)
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+		}
+		if err := c.pendingErr(); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, c.opErr("read", err)
+		}
+		var err error
+		useMap := c.chooseMap(false)
+		if useMap {
+			err = c.fillMap(c.ringSize, 1)
+		}
+		if !useMap || err == errNoMap {
+			_, err = c.fillBuf(copyBufSize, 1)
+		}
+		if err != nil && err != io.EOF {
+			if c.buffered() == 0 {
+				return total, c.opErr("read", err)
+			}
+			c.rerr = err
+		}
+	}
+}
+
+// writeAll writes p to w, turning a short write without error into io.ErrShortWrite.
+func writeAll(w io.Writer, p []byte) (int, error) {
+	n, err := w.Write(p)
+	if n < 0 || n > len(p) {
+		n = 0
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+	}
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return n, err
+}
