@@ -58,6 +58,11 @@ type Conn struct {
 // from then on (reading the TCPConn directly would skip bytes the Conn holds). It fails
 // only for invalid opts or a TCPConn whose socket cannot be reached.
 func NewConn(c *net.TCPConn, opts Options) (*Conn, error) {
+	return newTCPConn(c, opts, defaultSys)
+}
+
+// newTCPConn is NewConn over the syscall layer s (the fault-injection seam).
+func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 	size, err := opts.validate()
 	if err != nil {
 		return nil, err
@@ -66,7 +71,7 @@ func NewConn(c *net.TCPConn, opts Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	zc := newConn(rc, defaultSys, opts.Mode, size)
+	zc := newConn(rc, s, opts.Mode, size)
 	zc.tc = c
 	zc.laddr, zc.raddr = c.LocalAddr(), c.RemoteAddr()
 	return zc, nil
