@@ -72,13 +72,14 @@ type autoState struct {
 	fills         uint32  // bulk fills since the last exploration
 }
 
-// chooseMap reports whether the next fill should map. userCopy is true when mapped bytes
-// must then be copied into the caller's buffer (Read) and false for views (Next, WriteTo)
-// or when the copy path would copy them once more anyway (a Read smaller than the pooled
-// buffer).
-func (a *autoState) chooseMap(userCopy bool) bool {
+// chooseMap reports whether the next fill should map, and whether it only explores the
+// mapping path (the copy path is preferred), in which case the fill should take no more
+// than a copy fill would. userCopy is true when mapped bytes must then be copied into the
+// caller's buffer (Read) and false for views (Next, WriteTo) or when the copy path would
+// copy them once more anyway (a Read smaller than the pooled buffer).
+func (a *autoState) chooseMap(userCopy bool) (useMap, explore bool) {
 	if !a.bulk {
-		return false
+		return false, false
 	}
 	m, c := a.mapNs, a.copyNs
 	if m == 0 {
@@ -88,7 +89,7 @@ func (a *autoState) chooseMap(userCopy bool) bool {
 		c = loadCost(&hostCost.copyNs)
 	}
 	if m == 0 || c == 0 { // a path never measured in this process: try it
-		return m == 0
+		return m == 0, m == 0
 	}
 	if userCopy {
 		m += memcpyNs()
@@ -97,9 +98,9 @@ func (a *autoState) chooseMap(userCopy bool) bool {
 	a.fills++
 	if a.fills >= exploreEvery {
 		a.fills = 0
-		return !preferMap
+		return !preferMap, !preferMap
 	}
-	return preferMap
+	return preferMap, false
 }
 
 // record feeds the outcome of a fill: n bytes in d on the mapping or copy path.

@@ -231,8 +231,12 @@ func (c *Conn) readFill(p []byte) (int, error) {
 		return 0, err
 	}
 	direct := len(p) >= copyBufSize
-	if c.chooseMap(direct) {
-		err := c.fillMap(c.ringSize, 1)
+	if useMap, explore := c.chooseMap(direct); useMap {
+		want := c.ringSize
+		if explore {
+			want = max(len(p), copyBufSize)
+		}
+		err := c.fillMap(want, 1)
 		if err != errNoMap {
 			return 0, err
 		}
@@ -244,14 +248,15 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	return 0, err
 }
 
-// chooseMap decides whether the next fill maps. userCopy says the mapped bytes will be
-// copied once more than copied bytes would be.
-func (c *Conn) chooseMap(userCopy bool) bool {
+// chooseMap decides whether the next fill maps, and whether that fill only explores the
+// mapping path for ModeAuto (and should be no larger than a copy fill). userCopy says the
+// mapped bytes will be copied once more than copied bytes would be.
+func (c *Conn) chooseMap(userCopy bool) (useMap, explore bool) {
 	if c.noMap {
-		return false
+		return false, false
 	}
 	if c.mode == ModeZeroCopy {
-		return true
+		return true, false
 	}
 	return c.auto.chooseMap(userCopy)
 }

@@ -54,7 +54,7 @@ func (c *Conn) Next(n int) ([]byte, error) {
 			return c.rest(err)
 		}
 		var err error
-		if bl == 0 && (rl == 0 || c.ring.head+n <= c.ring.size()) && c.chooseMap(false) {
+		if useMap, _ := c.chooseMap(false); useMap && bl == 0 && (rl == 0 || c.ring.head+n <= c.ring.size()) {
 			// Extend the mapped bytes in place: whole pages for what is missing.
 			want := (n - rl + pageSize - 1) &^ (pageSize - 1)
 			err = c.fillMap(want, n-rl)
@@ -161,9 +161,13 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		var err error
-		useMap := c.chooseMap(false)
+		useMap, explore := c.chooseMap(false)
 		if useMap {
-			err = c.fillMap(c.ringSize, 1)
+			want := c.ringSize
+			if explore {
+				want = copyBufSize
+			}
+			err = c.fillMap(want, 1)
 		}
 		if !useMap || err == errNoMap {
 			_, err = c.fillBuf(copyBufSize, 1)
