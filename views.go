@@ -1,7 +1,9 @@
 package zcnet
 
 import (
+	"errors"
 	"io"
+	"net"
 	"os"
 )
 
@@ -17,7 +19,9 @@ import (
 // mapping faults (the mapping is PROT_READ): copy it first if it must be modified.
 //
 // At the end of the stream, Next returns the bytes left with io.ErrUnexpectedEOF, or nil
-// and io.EOF when none are left. Next(0) returns an empty slice; a negative n returns
+// and io.EOF when none are left; after a reset it returns the bytes left with the error.
+// When the deadline passes (or Close interrupts it) it returns nil and the error, and the
+// bytes it had gathered stay buffered for the next call. Next(0) returns an empty slice; a negative n returns
 // ErrNegativeCount and an n above the ring size ErrTooLarge.
 func (c *Conn) Next(n int) ([]byte, error) {
 	c.readMu.Lock()
@@ -69,12 +73,20 @@ func (c *Conn) Next(n int) ([]byte, error) {
 			_, err = c.fillBuf(need, need)
 		}
 		if err != nil && err != io.EOF {
-			if c.buffered() == 0 {
+			if c.buffered() == 0 || retryable(err) {
+				// A deadline or Close: the bytes gathered so far stay buffered for a
+				// later call, as nothing is lost by waiting.
 				return nil, c.opErr("read", err)
 			}
 			c.rerr = err
 		}
 	}
+}
+
+// retryable reports whether err leaves the stream intact (a deadline, or the conn closed
+// under the call), as opposed to ending it (a reset).
+func retryable(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)
 }
 
 // bufView hands out the next n bytes of the fallback buffer (which holds all pending
