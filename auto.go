@@ -69,6 +69,7 @@ func updateCost(a *atomic.Uint64, sample float64) {
 type autoState struct {
 	mapNs, copyNs float64 // ns per byte; 0 = not measured on this conn yet
 	bulk          bool    // the last fill was a bulk fill: mapping can pay
+	unmappable    bool    // the last fill on the mapping path mapped nothing
 	fills         uint32  // bulk fills since the last exploration
 }
 
@@ -94,7 +95,9 @@ func (a *autoState) chooseMap(userCopy bool) (useMap, explore bool) {
 	if userCopy {
 		m += memcpyNs()
 	}
-	preferMap := m < c
+	// After a mapping fill that mapped nothing (an unaligned stream), only the periodic
+	// exploration tries the mapping path again, however the estimates compare.
+	preferMap := m < c && !a.unmappable
 	a.fills++
 	if a.fills >= exploreEvery {
 		a.fills = 0
@@ -117,6 +120,31 @@ func (a *autoState) record(mapped bool, n int, d time.Duration) {
 		a.copyNs = ewma(a.copyNs, s)
 		updateCost(&hostCost.copyNs, s)
 	}
+}
+
+// recordMap feeds the outcome of a fill on the mapping path: n bytes in d, of which some
+// were mapped when mapped is set. A fill that mapped nothing (the stream is unaligned
+// there: the bytes were read with recv(2) after a mapping call) is counted against this
+// conn's mapping estimate whatever its size, as the mapping call was spent for nothing;
+// it does not change the process-wide estimate, which prices pages that do map. Such a
+// sample counts at most four times the copy estimate, so that the conn turns back to
+// mapping within a few explorations once the stream is aligned again; until an
+// exploration maps, the conn copies.
+func (a *autoState) recordMap(mapped bool, n int, d time.Duration) {
+	a.unmappable = !mapped
+	if mapped || d <= 0 || n <= 0 {
+		a.record(true, n, d)
+		return
+	}
+	s := float64(d) / float64(n)
+	c := a.copyNs
+	if c == 0 {
+		c = loadCost(&hostCost.copyNs)
+	}
+	if c > 0 {
+		s = min(s, 4*c)
+	}
+	a.mapNs = ewma(a.mapNs, s)
 }
 
 func ewma(v, s float64) float64 {

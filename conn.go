@@ -43,8 +43,11 @@ type Conn struct {
 	noMap  bool  // mapping is off for good (ModeCopy, unsupported, or a failure)
 	eof    bool  // the peer's FIN was read: no byte will follow
 	rerr   error // an error to report once the bytes before it are consumed
+	qerr   error // an error to report once the kernel's receive queue is drained
 	lowat  int   // the SO_RCVLOWAT in force (0 and 1 are the kernel default)
 	viewed bool  // a Next view into the ring is outstanding
+	cp     copyCall
+	copyFn func(fd uintptr) bool // c.copyTry, bound once: the poller's callback allocates nothing per read
 
 	stateMu sync.Mutex // guards closed and inRead: who releases the ring
 	closed  bool
@@ -66,6 +69,9 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 	size, err := opts.validate()
 	if err != nil {
 		return nil, err
+	}
+	if c == nil {
+		return nil, errors.New("zcnet: NewConn of a nil *net.TCPConn")
 	}
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -215,6 +221,7 @@ func (c *Conn) copyOut(p []byte) int {
 // pendingErr returns the error that ends the stream, if one was seen.
 func (c *Conn) pendingErr() error {
 	if c.eof {
+		c.dropMapped()
 		return io.EOF
 	}
 	if err := c.rerr; err != nil {
@@ -231,6 +238,12 @@ func (c *Conn) readFill(p []byte) (int, error) {
 		return 0, err
 	}
 	direct := len(p) >= copyBufSize
+	// Read copies mapped bytes once more, so mapping can only pay by taking more per call
+	// than a recv(2) into p would. A p of half the ring or more leaves no such gain:
+	// ModeAuto reads it with recv(2).
+	if c.mode == ModeAuto && len(p) >= c.ringSize/2 {
+		return c.fillCopy(p, 0, 1)
+	}
 	if useMap, explore := c.chooseMap(direct); useMap {
 		want := c.ringSize
 		if explore {
@@ -242,7 +255,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 		}
 	}
 	if direct {
-		return c.fillCopy(p, 1)
+		return c.fillCopy(p, 0, 1)
 	}
 	_, err := c.fillBuf(copyBufSize, 1)
 	return 0, err
@@ -264,7 +277,7 @@ func (c *Conn) chooseMap(userCopy bool) (useMap, explore bool) {
 // fillBuf receives into the fallback buffer's free space (at least min bytes of it),
 // returning the number of bytes received.
 func (c *Conn) fillBuf(min, lowat int) (int, error) {
-	n, err := c.fillCopy(c.buf.space(min), lowat)
+	n, err := c.fillCopy(nil, min, lowat)
 	c.buf.commit(n)
 	if c.buf.buffered() == 0 {
 		c.buf.put()
@@ -287,9 +300,21 @@ func (c *Conn) setLowat(fd int, n int) {
 }
 
 // idle runs before the reader waits in the poller: mapped pages that hold no pending byte
-// are dropped, so a waiting conn pins no socket memory.
+// are dropped, so a waiting conn pins no socket memory, and an empty fallback buffer goes
+// back to the pool, so it holds no buffer either. (Every fill takes its buffer space anew
+// after a wait.)
 func (c *Conn) idle() {
 	c.st.waits.Add(1)
+	if c.buf.buffered() == 0 && !c.buf.held {
+		c.buf.put()
+	}
+	c.dropMapped()
+}
+
+// dropMapped drops the ring's mapped pages that hold no pending byte: before a wait, and
+// once the stream has ended, so that neither a waiting conn nor one kept open after its
+// stream pins socket memory.
+func (c *Conn) dropMapped() {
 	if c.ring.reserved() && !c.noMap {
 		if err := c.ring.release(c.sys); err != nil {
 			c.disableMap("madvise: " + err.Error())
@@ -297,9 +322,11 @@ func (c *Conn) idle() {
 	}
 }
 
-// fillCopy reads into p with recv(2), waiting for data (with SO_RCVLOWAT at lowat). It
-// returns n > 0, or io.EOF, or an error.
-func (c *Conn) fillCopy(p []byte, lowat int) (int, error) {
+// fillCopy reads into p with recv(2), waiting for data (with SO_RCVLOWAT at lowat). A nil
+// p reads into the fallback buffer's free space (at least min bytes), without committing
+// what it read: the buffer is taken at each try, so that it can go back to the pool while
+// the conn waits. It returns n > 0, or io.EOF, or an error.
+func (c *Conn) fillCopy(p []byte, min, lowat int) (int, error) {
 	var (
 		n    int
 		rerr error
@@ -307,6 +334,9 @@ func (c *Conn) fillCopy(p []byte, lowat int) (int, error) {
 	)
 	if !zerocopyRecv {
 		// No raw socket reads on this platform: net.TCPConn waits and reads.
+		if p == nil {
+			p = c.buf.space(min)
+		}
 		n, err := c.tc.Read(p)
 		if err == io.EOF {
 			c.eof = true
@@ -319,28 +349,22 @@ func (c *Conn) fillCopy(p []byte, lowat int) (int, error) {
 		}
 		return n, err
 	}
-	timed := c.mode == ModeAuto && len(p) >= bulkFill
-	err := c.rc.Read(func(fd uintptr) bool {
-		c.setLowat(int(fd), lowat)
-		if timed {
-			t0 = time.Now()
-		}
-		n, rerr = c.sys.recv(int(fd), p)
-		c.st.recvCalls.Add(1)
-		if isEAGAIN(rerr) {
-			c.idle()
-			return false
-		}
-		return true
-	})
+	if c.copyFn == nil {
+		c.copyFn = c.copyTry
+	}
+	c.cp = copyCall{p: p, min: min, lowat: lowat}
+	err := c.rc.Read(c.copyFn)
+	n, rerr, t0 = c.cp.n, c.cp.err, c.cp.t0
+	timed := c.cp.timed
+	c.cp = copyCall{}
 	switch {
 	case err != nil:
 		return 0, err
 	case rerr != nil:
 		return 0, rerr
 	case n == 0:
-		c.eof = true
-		return 0, io.EOF
+		c.atEnd()
+		return 0, c.pendingErr()
 	}
 	c.st.copied.Add(uint64(n))
 	c.st.copyFills.Add(1)
@@ -354,6 +378,37 @@ func (c *Conn) fillCopy(p []byte, lowat int) (int, error) {
 	return n, nil
 }
 
+// copyCall is the state of one fillCopy, kept in the Conn for copyTry.
+type copyCall struct {
+	p          []byte // the destination, or nil for the fallback buffer
+	min, lowat int
+	n          int   // out: bytes received
+	err        error // out: the recv error
+	t0         time.Time
+	timed      bool // t0 is the start of the recv that received
+}
+
+// copyTry is one attempt of fillCopy, run by the poller with the socket's fd: it returns
+// false to wait for the socket to become readable.
+func (c *Conn) copyTry(fd uintptr) bool {
+	cp := &c.cp
+	c.setLowat(int(fd), cp.lowat)
+	dst := cp.p
+	if dst == nil {
+		dst = c.buf.space(cp.min)
+	}
+	if cp.timed = c.mode == ModeAuto && len(dst) >= bulkFill; cp.timed {
+		cp.t0 = time.Now()
+	}
+	cp.n, cp.err = c.sys.recv(int(fd), dst)
+	c.st.recvCalls.Add(1)
+	if isEAGAIN(cp.err) {
+		c.idle()
+		return false
+	}
+	return true
+}
+
 // fillMap receives at least one byte (or the end of the stream) by mapping up to want
 // bytes of whole pages at the ring's tail; when the next bytes cannot be mapped
 // (recv_skip_hint), it reads those into the fallback buffer instead. It reserves the ring at its first call. It
@@ -361,12 +416,35 @@ func (c *Conn) fillCopy(p []byte, lowat int) (int, error) {
 func (c *Conn) fillMap(want, lowat int) error {
 	var (
 		ferr    error
-		waited  bool
 		n       int
 		mapped  bool
 		elapsed time.Duration
 	)
 	err := c.rc.Read(func(fd uintptr) bool {
+		if c.noMap {
+			// idle turned mapping off before the wait (madvise failed): nothing
+			// was read in this fill, so the copy path takes over.
+			ferr = errNoMap
+			return true
+		}
+		if !c.ring.reserved() && c.sys.peek != nil {
+			// Reserve the ring at the first fill that finds bytes queued: a conn that
+			// waits for its first byte holds no VMA.
+			c.setLowat(int(fd), lowat)
+			r, err := c.sys.peek(int(fd))
+			c.st.recvCalls.Add(1)
+			switch {
+			case isEAGAIN(err):
+				c.idle()
+				return false
+			case err != nil:
+				ferr = err
+				return true
+			case r == 0:
+				c.atEnd()
+				return true
+			}
+		}
 		if !c.ring.reserved() {
 			if err := c.ring.reserve(c.sys, int(fd), c.ringSize); err != nil {
 				ferr = c.mapFailed("mmap", err)
@@ -409,7 +487,18 @@ func (c *Conn) fillMap(want, lowat int) error {
 				c.st.mapped.Add(uint64(m))
 			}
 			if zc.Err != 0 {
-				c.rerr = syscall.Errno(zc.Err)
+				// The call hands over a pending socket error (negated, as the kernel
+				// stores it) and clears it, also while bytes are still queued: report
+				// it after those bytes, as recv(2) would.
+				e := syscall.Errno(-zc.Err)
+				if zc.Err > 0 {
+					e = syscall.Errno(zc.Err)
+				}
+				if zc.Inq > 0 {
+					c.qerr = e
+				} else {
+					c.rerr = e
+				}
 			}
 			if m == 0 && zc.RecvSkipHint > 0 {
 				// Ask recv for the unmappable bytes only: asking for more would copy
@@ -430,7 +519,7 @@ func (c *Conn) fillMap(want, lowat int) error {
 					ferr = err
 					return true
 				case r == 0:
-					c.eof = true
+					c.atEnd()
 					return true
 				}
 				c.buf.commit(r)
@@ -446,14 +535,27 @@ func (c *Conn) fillMap(want, lowat int) error {
 			if c.rerr != nil {
 				return true
 			}
-			if waited {
-				// Woken but nothing to map: a local shutdown or an edge the
-				// mapping call does not report. recv settles it.
+			// Nothing queued. The mapping call does not report a shutdown (a reset
+			// already reported, CloseRead) and the poller will not signal it again:
+			// only recv tells an empty queue (EAGAIN: wait) from the end.
+			if c.sys.peek == nil {
 				return c.probe(fd, c.buf.space(pageSize)[:pageSize-1], &n, &ferr)
 			}
-			waited = true
-			c.idle()
-			return false
+			// Peek rather than read: bytes that arrived since the mapping call stay
+			// queued, to be mapped, instead of being copied out of their page.
+			r, err := c.sys.peek(int(fd))
+			c.st.recvCalls.Add(1)
+			switch {
+			case isEAGAIN(err):
+				c.idle()
+				return false
+			case err != nil:
+				ferr = err
+				return true
+			case r == 0:
+				c.atEnd()
+				return true
+			}
 		}
 	})
 	if c.buf.buffered() == 0 {
@@ -477,9 +579,20 @@ func (c *Conn) fillMap(want, lowat int) error {
 		c.st.copyFills.Add(1)
 	}
 	if c.mode == ModeAuto {
-		c.auto.record(true, n, elapsed)
+		c.auto.recordMap(mapped, n, elapsed)
 	}
 	return nil
+}
+
+// atEnd records that recv(2) returned 0 with nothing queued: the end of the stream, or the
+// point at which to report an error the mapping call took from the socket earlier.
+func (c *Conn) atEnd() {
+	if c.qerr != nil {
+		c.rerr, c.qerr = c.qerr, nil
+		return
+	}
+	c.eof = true
+	c.dropMapped()
 }
 
 // probe reads with recv(2) into p after the mapping call found nothing to map, to tell
@@ -494,7 +607,7 @@ func (c *Conn) probe(fd uintptr, p []byte, n *int, ferr *error) bool {
 	case err != nil:
 		*ferr = err
 	case r == 0:
-		c.eof = true
+		c.atEnd()
 	default:
 		c.buf.commit(r)
 		c.st.copied.Add(uint64(r))

@@ -8,7 +8,8 @@ const copyBufSize = 64 << 10
 
 // fallback holds bytes received by copying (recv(2), or the kernel's copy of an unaligned
 // tail) that the caller has not consumed yet: b.B[r:w]. Its buffer comes from
-// bytebufferpool and goes back there as soon as it is drained, so an idle conn holds none.
+// bytebufferpool (bufPools) and goes back there as soon as it is drained, so an idle conn
+// holds none.
 //
 // Stream order: when both hold bytes, the ring's pending bytes come first, then these.
 type fallback struct {
@@ -28,11 +29,43 @@ func (f *fallback) pending() []byte {
 	return f.b.B[f.r:f.w]
 }
 
+// bufPools hold the pooled buffers by size class: pool k keeps buffers of copyBufSize<<k
+// bytes (the last one also larger ones). bytebufferpool calibrates each pool to the sizes
+// it is given and drops buffers above them, so one pool per size keeps the large buffers
+// Next gathers into as reusable as the copy path's small ones.
+var bufPools [8]bytebufferpool.Pool
+
+// bufClass is the size class of a buffer of at least n bytes.
+func bufClass(n int) int {
+	k := 0
+	for k < len(bufPools)-1 && copyBufSize<<k < n {
+		k++
+	}
+	return k
+}
+
+// getBuf returns a pooled buffer of at least n bytes capacity.
+func getBuf(n int) *bytebufferpool.ByteBuffer {
+	k := bufClass(n)
+	b := bufPools[k].Get()
+	if want := max(n, copyBufSize<<k); cap(b.B) < want {
+		b.B = make([]byte, 0, want)
+	}
+	return b
+}
+
+// putBuf returns b to the pool of its size class, with its full capacity as length (the
+// pool calibrates on the length of what it is given).
+func putBuf(b *bytebufferpool.ByteBuffer) {
+	b.B = b.B[:cap(b.B)]
+	bufPools[bufClass(cap(b.B))].Put(b)
+}
+
 // space returns the free space after the unconsumed bytes, making it at least min bytes
 // (compacting or growing the buffer; unconsumed bytes are kept).
 func (f *fallback) space(min int) []byte {
 	if f.b == nil {
-		f.b = bytebufferpool.Get()
+		f.b = getBuf(min)
 		f.r, f.w = 0, 0
 	}
 	b := f.b.B[:cap(f.b.B)]
@@ -43,10 +76,13 @@ func (f *fallback) space(min int) []byte {
 	if f.r > 0 && len(b)-n >= min && !f.held {
 		copy(b, b[f.r:f.w])
 	} else {
-		nb := make([]byte, n+min)
-		copy(nb, b[f.r:f.w])
-		b = nb
-		f.held = false // the old buffer is left to the garbage collector, not the pool
+		nb := getBuf(n + min)
+		copy(nb.B[:cap(nb.B)], b[f.r:f.w])
+		if !f.held {
+			putBuf(f.b)
+		} // else the old buffer is left to the garbage collector, not the pool
+		f.b, f.held = nb, false
+		b = nb.B[:cap(nb.B)]
 	}
 	f.b.B = b
 	f.r, f.w = 0, n
@@ -76,8 +112,7 @@ func (f *fallback) unhold() {
 // put returns the buffer to the pool.
 func (f *fallback) put() {
 	if f.b != nil {
-		f.b.B = f.b.B[:0]
-		bytebufferpool.Put(f.b)
+		putBuf(f.b)
 	}
 	f.b = nil
 	f.r, f.w = 0, 0

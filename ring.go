@@ -6,9 +6,10 @@ import (
 )
 
 // ring is a conn's reserved VMA: the address range TCP_ZEROCOPY_RECEIVE maps socket pages
-// into. The pages in mem[head:tail] are mapped and not yet consumed; pages in mem[:dirty]
-// may still be mapped (consumed or not) and are dropped either by the kernel, which zaps a
-// range before it maps into it, or by release when the conn is about to sit idle.
+// into. The pages in mem[head:tail] are mapped and not yet consumed; pages in
+// mem[clean:dirty] may still be mapped (consumed or not) and are dropped either by the
+// kernel, which zaps a range before it maps into it, or by release when the conn is about
+// to sit idle.
 //
 // A ring is used by one reader at a time (the Conn's read lock); it is not safe for
 // concurrent use.
@@ -16,7 +17,8 @@ type ring struct {
 	mem   []byte // the reservation; nil until reserve
 	head  int    // first unconsumed mapped byte
 	tail  int    // end of the mapped bytes; the next mapping starts here
-	dirty int    // mem[:dirty] may hold mapped pages
+	dirty int    // mem[clean:dirty] may hold mapped pages
+	clean int    // mem[:clean] holds none (consumed pages released while bytes are pending)
 }
 
 // errRingReserved is returned by reserve when the ring already has its VMA.
@@ -64,7 +66,7 @@ func (r *ring) reserve(s *sysCalls, fd int, size int) error {
 		s.unmap(unsafe.Add(p, aligned-base+uintptr(size)), tailPad)
 	}
 	r.mem = unsafe.Slice((*byte)(unsafe.Add(p, aligned-base)), size)
-	r.head, r.tail, r.dirty = 0, 0, 0
+	r.head, r.tail, r.dirty, r.clean = 0, 0, 0, 0
 	return nil
 }
 
@@ -85,7 +87,7 @@ func (r *ring) pending() []byte { return r.mem[r.head:r.tail] }
 func (r *ring) consume(n int) {
 	r.head += n
 	if r.head == r.tail {
-		r.head, r.tail = 0, 0
+		r.head, r.tail, r.clean = 0, 0, 0
 	}
 }
 
@@ -114,16 +116,33 @@ func (r *ring) commit(n int) {
 	}
 }
 
-// release drops the mapped pages when none holds a pending byte, so that an idle conn
-// pins no socket memory. It is a no-op when nothing is mapped or bytes are pending.
+// release drops the mapped pages that hold no pending byte, so that a waiting conn pins
+// no socket memory beyond the bytes it has not consumed: all of them when nothing is
+// pending, else the consumed pages before head and those left after tail by an earlier
+// pass. It is a no-op when there are no such pages.
 func (r *ring) release(s *sysCalls) error {
-	if r.head < r.tail || r.dirty == 0 {
+	if r.head == r.tail {
+		if r.dirty == 0 {
+			return nil
+		}
+		if err := s.dontneed(unsafe.Pointer(&r.mem[0]), uintptr(r.dirty)); err != nil {
+			return err
+		}
+		r.dirty, r.clean = 0, 0
 		return nil
 	}
-	if err := s.dontneed(unsafe.Pointer(&r.mem[0]), uintptr(r.dirty)); err != nil {
-		return err
+	if lo := r.head &^ (pageSize - 1); lo > r.clean {
+		if err := s.dontneed(unsafe.Pointer(&r.mem[r.clean]), uintptr(lo-r.clean)); err != nil {
+			return err
+		}
+		r.clean = lo
 	}
-	r.dirty = 0
+	if r.dirty > r.tail {
+		if err := s.dontneed(unsafe.Pointer(&r.mem[r.tail]), uintptr(r.dirty-r.tail)); err != nil {
+			return err
+		}
+		r.dirty = r.tail
+	}
 	return nil
 }
 
@@ -134,6 +153,6 @@ func (r *ring) unmap(s *sysCalls) error {
 	}
 	err := s.unmap(unsafe.Pointer(&r.mem[0]), uintptr(len(r.mem)))
 	r.mem = nil
-	r.head, r.tail, r.dirty = 0, 0, 0
+	r.head, r.tail, r.dirty, r.clean = 0, 0, 0, 0
 	return err
 }

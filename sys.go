@@ -39,6 +39,10 @@ type sysCalls struct {
 	zerocopy func(fd int, zc *zerocopyReceive) error
 	// recv is read(2) on the non-blocking socket; io.EOF is not produced here (n == 0, nil).
 	recv func(fd int, p []byte) (int, error)
+	// peek is recv(2) of one byte with MSG_PEEK: 1 when bytes are queued (none is
+	// consumed), 0 at the end of the stream, or the error recv would return. It may be
+	// nil; the read path then reads instead.
+	peek func(fd int) (int, error)
 	// mapAnon replaces [addr, addr+length) with an empty private anonymous PROT_READ
 	// mapping (mmap MAP_FIXED): reads there see zeros instead of faulting.
 	mapAnon func(addr unsafe.Pointer, length uintptr) error

@@ -45,6 +45,18 @@ var linuxSys = sysCalls{
 			}
 		}
 	},
+	peek: func(fd int) (int, error) {
+		var b [1]byte
+		for {
+			n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if err != unix.EINTR {
+				if n < 0 {
+					n = 0
+				}
+				return n, err
+			}
+		}
+	},
 	mapAnon: func(addr unsafe.Pointer, length uintptr) error {
 		_, err := unix.MmapPtr(-1, 0, addr, length, unix.PROT_READ,
 			unix.MAP_FIXED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)

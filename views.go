@@ -54,16 +54,46 @@ func (c *Conn) Next(n int) ([]byte, error) {
 		if rl == 0 && bl >= n {
 			return c.bufView(n), nil
 		}
+		if rl+bl >= n {
+			// Mapped bytes, then copied ones (an unmappable stretch followed the
+			// pages), hold the n bytes: gather them instead of waiting for more.
+			c.unmapPending()
+			return c.bufView(n), nil
+		}
 		if err := c.pendingErr(); err != nil {
 			return c.rest(err)
 		}
 		var err error
-		if useMap, _ := c.chooseMap(false); useMap && bl == 0 && (rl == 0 || c.ring.head+n <= c.ring.size()) {
+		useMap, _ := c.chooseMap(false)
+		if useMap && bl == 0 && (rl == 0 || c.ring.head+n <= c.ring.size()) {
 			// Extend the mapped bytes in place: whole pages for what is missing.
 			want := (n - rl + pageSize - 1) &^ (pageSize - 1)
 			err = c.fillMap(want, n-rl)
 			if err == errNoMap {
 				continue
+			}
+		} else if useMap {
+			// The n bytes cannot lie contiguously in the ring: gather them in the
+			// buffer, but still take the missing ones by mapping. A recv(2) of more
+			// than the kernel cannot map would split the mappable pages behind them
+			// and turn the rest of the stream into copies.
+			if rl > 0 {
+				c.unmapPending()
+				continue
+			}
+			need := n - bl
+			err = c.fillMap((need+pageSize-1)&^(pageSize-1), need)
+			if err == errNoMap {
+				continue
+			}
+			if k := min(c.ring.buffered(), need); k > 0 {
+				// The mapped bytes follow the buffered ones: append what is missing.
+				copy(c.buf.space(k), c.ring.pending()[:k])
+				c.buf.commit(k)
+				c.ring.consume(k)
+				if c.ring.buffered() > 0 {
+					return c.bufView(n), nil // the buffer holds exactly n bytes
+				}
 			}
 		} else {
 			if rl > 0 {

@@ -8,14 +8,11 @@ package zcsend
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Period is the length of the repeating pattern.
@@ -57,116 +54,6 @@ func (o Options) chunk() int {
 	return o.Chunk
 }
 
-// Dial connects to addr with the socket options o asks for.
-func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
-	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if o.PageMSS {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, os.Getpagesize()+12)
-			}
-			if serr == nil && o.ZeroCopy {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY, 1)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
-}
-
-// Send writes total bytes of the pattern to c (starting at stream offset 0), then
-// half-closes it and waits for the peer to close. With ZeroCopy the conn must have been
-// dialed with ZeroCopy.
-func Send(c *net.TCPConn, total int64, o Options) error {
-	if Period%o.chunk() != 0 {
-		return fmt.Errorf("zcsend: chunk %d does not divide %d", o.chunk(), Period)
-	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	chunk := o.chunk()
-	var sent int64
-	sends := 0
-	for sent < total {
-		off := int(sent % Period)
-		n := chunk - off%chunk
-		if int64(n) > total-sent {
-			n = int(total - sent)
-		}
-		p := patternBuf[off : off+n]
-		var w int
-		var serr error
-		flags := 0
-		if o.ZeroCopy {
-			flags = unix.MSG_ZEROCOPY
-		}
-		err := rc.Write(func(fd uintptr) bool {
-			for {
-				w, serr = unix.SendmsgN(int(fd), p, nil, nil, flags|unix.MSG_DONTWAIT)
-				switch serr {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false
-				case unix.ENOBUFS:
-					// Too many zerocopy sends outstanding: reap completions.
-					if drainErrQueue(int(fd)) == 0 {
-						time.Sleep(20 * time.Microsecond)
-					}
-					continue
-				}
-				return true
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("zcsend: send: %w", serr)
-		}
-		sent += int64(w)
-		sends++
-		if o.ZeroCopy && sends%64 == 0 {
-			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
-		}
-	}
-	if err := c.CloseWrite(); err != nil {
-		return err
-	}
-	// Wait for the receiver to close, reaping zerocopy completions meanwhile.
-	buf := make([]byte, 4096)
-	for {
-		if o.ZeroCopy {
-			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
-		}
-		if _, err := c.Read(buf); err != nil {
-			return nil // EOF or reset: the receiver is done either way
-		}
-	}
-}
-
-// drainErrQueue reads MSG_ZEROCOPY completions from the socket's error queue and returns
-// how many notifications it read.
-func drainErrQueue(fd int) int {
-	var oob [256]byte
-	n := 0
-	for {
-		_, _, _, _, err := unix.Recvmsg(fd, nil, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if err != nil {
-			return n
-		}
-		n++
-	}
-}
-
 // ProcessEnv is the environment variable through which a test binary or command
 // re-executes itself as a sender: "ADDR,TOTAL,FLAGS,CHUNK" with FLAGS made of m (PageMSS),
 // z (ZeroCopy).
@@ -187,6 +74,9 @@ func EnvValue(addr string, total int64, o Options) string {
 // RunFromEnv runs the sender described by ProcessEnv, if set, and reports whether it did.
 // Call it first thing in TestMain or main, and exit when it returns true.
 func RunFromEnv() (ran bool, err error) {
+	if v := os.Getenv(HoldEnv); v != "" {
+		return true, runHold(v)
+	}
 	v := os.Getenv(ProcessEnv)
 	if v == "" {
 		return false, nil
@@ -214,4 +104,40 @@ func RunFromEnv() (ran bool, err error) {
 	}
 	defer c.Close()
 	return true, Send(c, total, o)
+}
+
+// HoldEnv is the environment variable through which a test binary or command re-executes
+// itself as the client side of many idle conns: "ADDR,N". RunFromEnv then dials N conns
+// to ADDR, writes one byte on each, prints "ready" on stdout and holds the conns open
+// until stdin reaches EOF.
+const HoldEnv = "ZCNET_HOLD"
+
+// runHold serves a HoldEnv request v.
+func runHold(v string) error {
+	addr, count, ok := strings.Cut(v, ",")
+	n, err := strconv.Atoi(count)
+	if !ok || err != nil || n < 0 {
+		return fmt.Errorf("zcsend: bad %s=%q", HoldEnv, v)
+	}
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+		if _, err := c.Write([]byte{1}); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Println("ready"); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
 }

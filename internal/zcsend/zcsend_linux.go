@@ -1,0 +1,124 @@
+//go:build linux
+
+package zcsend
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Dial connects to addr with the socket options o asks for.
+func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
+	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if o.PageMSS {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, os.Getpagesize()+12)
+			}
+			if serr == nil && o.ZeroCopy {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// Send writes total bytes of the pattern to c (starting at stream offset 0), then
+// half-closes it and waits for the peer to close. With ZeroCopy the conn must have been
+// dialed with ZeroCopy.
+func Send(c *net.TCPConn, total int64, o Options) error {
+	if Period%o.chunk() != 0 {
+		return fmt.Errorf("zcsend: chunk %d does not divide %d", o.chunk(), Period)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	chunk := o.chunk()
+	var sent int64
+	sends := 0
+	for sent < total {
+		off := int(sent % Period)
+		n := chunk - off%chunk
+		if int64(n) > total-sent {
+			n = int(total - sent)
+		}
+		p := patternBuf[off : off+n]
+		var w int
+		var serr error
+		flags := 0
+		if o.ZeroCopy {
+			flags = unix.MSG_ZEROCOPY
+		}
+		err := rc.Write(func(fd uintptr) bool {
+			for {
+				w, serr = unix.SendmsgN(int(fd), p, nil, nil, flags|unix.MSG_DONTWAIT)
+				switch serr {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false
+				case unix.ENOBUFS:
+					// Too many zerocopy sends outstanding: reap completions.
+					if drainErrQueue(int(fd)) == 0 {
+						time.Sleep(20 * time.Microsecond)
+					}
+					continue
+				}
+				return true
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("zcsend: send: %w", serr)
+		}
+		sent += int64(w)
+		sends++
+		if o.ZeroCopy && sends%64 == 0 {
+			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
+		}
+	}
+	if err := c.CloseWrite(); err != nil {
+		return err
+	}
+	// Wait for the receiver to close, reaping zerocopy completions meanwhile.
+	buf := make([]byte, 4096)
+	for {
+		if o.ZeroCopy {
+			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
+		}
+		if _, err := c.Read(buf); err != nil {
+			return nil // EOF or reset: the receiver is done either way
+		}
+	}
+}
+
+// drainErrQueue reads MSG_ZEROCOPY completions from the socket's error queue and returns
+// how many notifications it read.
+func drainErrQueue(fd int) int {
+	var oob [256]byte
+	n := 0
+	for {
+		_, _, _, _, err := unix.Recvmsg(fd, nil, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return n
+		}
+		n++
+	}
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package zcsend
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+var errNotLinux = errors.New("zcsend: the mappable sender needs Linux (MSG_ZEROCOPY)")
+
+// Dial fails: the sender's socket options are Linux-only.
+func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
+	return nil, errNotLinux
+}
+
+// Send fails: MSG_ZEROCOPY is Linux-only.
+func Send(c *net.TCPConn, total int64, o Options) error { return errNotLinux }
