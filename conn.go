@@ -254,7 +254,9 @@ func (c *Conn) readFill(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if direct {
+	if direct || !zerocopyRecv {
+		// Without the fast path the platform's net.TCPConn reads into p: a buffer
+		// would only be held while the read blocks.
 		return c.fillCopy(p, 0, 1)
 	}
 	_, err := c.fillBuf(copyBufSize, 1)
@@ -286,7 +288,8 @@ func (c *Conn) fillBuf(min, lowat int) (int, error) {
 }
 
 // setLowat sets SO_RCVLOWAT when it differs from the value in force. A failure is not
-// fatal: the conn then wakes for every arrival, as with the default.
+// fatal for Next (it wakes more often); the value in force is then unknown and the next
+// call sets it again, so that a plain read never waits under a stale, higher mark.
 func (c *Conn) setLowat(fd int, n int) {
 	if n < 1 {
 		n = 1
@@ -296,6 +299,8 @@ func (c *Conn) setLowat(fd int, n int) {
 	}
 	if c.sys.setRcvlowat(fd, n) == nil {
 		c.lowat = n
+	} else {
+		c.lowat = -1
 	}
 }
 
@@ -327,36 +332,19 @@ func (c *Conn) dropMapped() {
 // what it read: the buffer is taken at each try, so that it can go back to the pool while
 // the conn waits. It returns n > 0, or io.EOF, or an error.
 func (c *Conn) fillCopy(p []byte, min, lowat int) (int, error) {
-	var (
-		n    int
-		rerr error
-		t0   time.Time
-	)
 	if !zerocopyRecv {
-		// No raw socket reads on this platform: net.TCPConn waits and reads.
-		if p == nil {
-			p = c.buf.space(min)
-		}
-		n, err := c.tc.Read(p)
-		if err == io.EOF {
-			c.eof = true
-		}
-		c.st.recvCalls.Add(1)
-		c.st.copied.Add(uint64(n))
-		if n > 0 {
-			c.st.copyFills.Add(1)
-			err = nil
-		}
-		return n, err
+		return c.fillCopyConn(p, min)
 	}
+	// The state lives in c.cp and the callback is bound once: nothing is allocated, and
+	// the frame stays small, as a reader parked in the poller keeps this stack.
 	if c.copyFn == nil {
 		c.copyFn = c.copyTry
 	}
-	c.cp = copyCall{p: p, min: min, lowat: lowat}
+	cp := &c.cp
+	cp.p, cp.min, cp.lowat, cp.n, cp.err, cp.timed = p, min, lowat, 0, nil, false
 	err := c.rc.Read(c.copyFn)
-	n, rerr, t0 = c.cp.n, c.cp.err, c.cp.t0
-	timed := c.cp.timed
-	c.cp = copyCall{}
+	n, rerr := cp.n, cp.err
+	cp.p, cp.err = nil, nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -370,12 +358,31 @@ func (c *Conn) fillCopy(p []byte, min, lowat int) (int, error) {
 	c.st.copyFills.Add(1)
 	if c.mode == ModeAuto {
 		var d time.Duration
-		if timed {
-			d = time.Since(t0)
+		if cp.timed {
+			d = time.Since(cp.t0)
 		}
 		c.auto.record(false, n, d)
 	}
 	return n, nil
+}
+
+// fillCopyConn is fillCopy where there are no raw socket reads: net.TCPConn waits and
+// reads.
+func (c *Conn) fillCopyConn(p []byte, min int) (int, error) {
+	if p == nil {
+		p = c.buf.space(min)
+	}
+	n, err := c.tc.Read(p)
+	if err == io.EOF {
+		c.eof = true
+	}
+	c.st.recvCalls.Add(1)
+	c.st.copied.Add(uint64(n))
+	if n > 0 {
+		c.st.copyFills.Add(1)
+		err = nil
+	}
+	return n, err
 }
 
 // copyCall is the state of one fillCopy, kept in the Conn for copyTry.
@@ -452,6 +459,7 @@ func (c *Conn) fillMap(want, lowat int) error {
 			}
 		}
 		c.setLowat(int(fd), lowat)
+		empties := 0
 		for {
 			t0 := time.Now()
 			var zc zerocopyReceive
@@ -459,6 +467,7 @@ func (c *Conn) fillMap(want, lowat int) error {
 				want = c.ring.size()
 			}
 			c.ring.prepare(&zc, want)
+			req := int(zc.Length)
 			err := c.sys.zerocopy(int(fd), &zc)
 			c.st.zcCalls.Add(1)
 			if err != nil {
@@ -477,7 +486,7 @@ func (c *Conn) fillMap(want, lowat int) error {
 				return true
 			}
 			m, cp := int(zc.Length), 0
-			if m < 0 || m > want || m%pageSize != 0 {
+			if m > req || m%pageSize != 0 {
 				ferr = c.mapFailed("getsockopt TCP_ZEROCOPY_RECEIVE",
 					errors.New("kernel reported impossible lengths"))
 				return true
@@ -494,9 +503,13 @@ func (c *Conn) fillMap(want, lowat int) error {
 				if zc.Err > 0 {
 					e = syscall.Errno(zc.Err)
 				}
-				if zc.Inq > 0 {
+				switch {
+				case e == syscall.EPIPE:
+					// A reset after the peer's FIN (CLOSE_WAIT): recv(2) ends
+					// such a stream with EOF, and so does the conn.
+				case zc.Inq > 0:
 					c.qerr = e
-				} else {
+				default:
 					c.rerr = e
 				}
 			}
@@ -555,6 +568,11 @@ func (c *Conn) fillMap(want, lowat int) error {
 			case r == 0:
 				c.atEnd()
 				return true
+			}
+			// Bytes are queued: map them. Should the mapping call answer nothing
+			// again, copy instead, so that an odd answer cannot spin here.
+			if empties++; empties > 1 {
+				return c.probe(fd, c.buf.space(pageSize)[:pageSize-1], &n, &ferr)
 			}
 		}
 	})

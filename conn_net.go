@@ -10,8 +10,9 @@ import (
 
 // Close closes the connection. Pending reads and writes are unblocked and return errors
 // satisfying errors.Is(err, net.ErrClosed). The ring is unmapped as soon as no read-side
-// call is running; a Next view still referenced after Close reads zeros instead of
-// faulting until the Conn is garbage collected, but it is no longer valid.
+// call is running. A Next view must not be used after Close: a read racing Close sees
+// zeros rather than faulting, but once the Conn is garbage collected the range is
+// unmapped and may be reused for unrelated memory.
 func (c *Conn) Close() error {
 	c.stateMu.Lock()
 	if c.closed {

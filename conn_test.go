@@ -936,3 +936,53 @@ func TestBadInput(t *testing.T) {
 		t.Error(`Listen("") succeeded`)
 	}
 }
+
+// TestResetAfterFIN checks, in every mode and with both kinds of sender, that a peer that
+// half-closes and then resets (the receiver is in CLOSE_WAIT, where the kernel records
+// EPIPE) ends the stream the way net.TCPConn sees it: every byte, then io.EOF. The
+// mapping call hands that EPIPE over in its err field; it must not surface.
+func TestResetAfterFIN(t *testing.T) {
+	const total = 32 << 10
+	for _, m := range modes {
+		for _, s := range senders {
+			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
+				if m == ModeZeroCopy && s.mappable {
+					requireSupported(t)
+				}
+				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
+				if err := writeStream(sc, 0, total, s.mappable); err != nil {
+					t.Fatal(err)
+				}
+				waitAcked(t, sc)
+				if err := sc.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond) // the FIN reaches the receiver first
+				sc.SetLinger(0)
+				sc.Close()
+				time.Sleep(20 * time.Millisecond) // then the reset
+				var got int64
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := c.Read(buf)
+					if o := checkPattern(got, buf[:n]); o >= 0 {
+						t.Fatalf("stream differs at offset %d", o)
+					}
+					got += int64(n)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatalf("after %d of %d bytes: %v, want io.EOF", got, total, err)
+					}
+				}
+				if got != total {
+					t.Fatalf("received %d bytes, want %d", got, total)
+				}
+				if st := c.Stats(); m == ModeZeroCopy && s.mappable && st.MappedBytes == 0 {
+					t.Fatalf("nothing mapped: %+v", st)
+				}
+			})
+		}
+	}
+}

@@ -10,7 +10,9 @@ import (
 // Next returns the next n bytes of the stream, waiting until n bytes have arrived (or the
 // stream ends, an error occurs or the read deadline passes), like io.ReadFull but without
 // a copy where possible. While it waits it sets SO_RCVLOWAT so that the kernel wakes the
-// reader once for the bytes still missing.
+// reader once for the bytes still missing (capped by the kernel to half the receive
+// buffer; note that Linux grows SO_RCVBUF to fit a large mark, and keeps it grown). Read
+// and WriteTo put the mark back to 1 before they wait.
 //
 // Where the n bytes lie contiguously in mapped pages, the slice points into the mapping;
 // otherwise they are gathered in a pooled buffer. Either way the slice is read-only and

@@ -1,7 +1,7 @@
 // Package zcsend is a loopback sender whose stream a TCP_ZEROCOPY_RECEIVE receiver can
 // map, and the pattern it sends, for zcnet's tests, benchmarks and cmd/zcperf.
 //
-// The stream byte at offset o is Pattern(o): byte((uint32(o % 1<<20) * 2654435761) >> 24),
+// The stream byte at offset o is Pattern(o): byte((uint32(o % (1<<20)) * 2654435761) >> 24),
 // the same pattern as the zcsend/zcfloor C tools, so either side can be swapped.
 package zcsend
 
