@@ -1,0 +1,439 @@
+//go:build linux
+
+package zcnet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet/internal/zcsend"
+)
+
+// The receive benchmarks take b.N MiB from a sender running in a separate process (this
+// test binary re-executed, see TestMain and zcsend.RunFromEnv), so that the CPU time of the
+// benchmark process, measured with getrusage around the transfer, is the receiver's alone.
+// They report it as cpu-us/MiB, and zcnet's mapped share as mapped-%. Sub-benchmark names
+// are key=value pairs, so that benchstat -col /recv sets the receivers side by side:
+//
+//	go test -run '^$' -bench . -count 6 | tee bench.txt
+//	benchstat -col /recv bench.txt
+
+// benchUnit is the bytes one benchmark iteration receives.
+const benchUnit = 1 << 20
+
+// benchSenders are the sender workloads: page-aligned payload (page MSS and MSG_ZEROCOPY,
+// mappable on loopback) and plain sends (no page MSS: unaligned payload in compound pages,
+// which the kernel cannot map).
+var benchSenders = []struct {
+	name string
+	opts zcsend.Options
+}{
+	{"aligned", zcsend.Options{PageMSS: true, ZeroCopy: true}},
+	{"unaligned", zcsend.Options{}},
+}
+
+// benchRecvs are the receivers of BenchmarkRead: net.TCPConn first, then a zcnet Conn in
+// each mode.
+var benchRecvs = []struct {
+	name string
+	zc   bool
+	mode Mode
+}{
+	{"net", false, 0},
+	{"auto", true, ModeAuto},
+	{"zerocopy", true, ModeZeroCopy},
+	{"copy", true, ModeCopy},
+}
+
+// benchCPU is the user plus system CPU time of this process so far.
+func benchCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
+func benchListen(b *testing.B, pageMSS bool) net.Listener {
+	b.Helper()
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if !pageMSS {
+			return nil
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setMSS(fd, pageSize+12) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ln
+}
+
+// benchChild starts this test binary as a helper process with env set; its stdout is
+// returned when wantStdout is set.
+func benchChild(b *testing.B, env string, stdin io.Reader, wantStdout bool) (*exec.Cmd, io.Reader) {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stdin, cmd.Stderr = stdin, os.Stderr
+	var out io.Reader
+	if wantStdout {
+		if out, err = cmd.StdoutPipe(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return cmd, out
+}
+
+// benchReceive receives b.N MiB sent by a separate sender process with snd's options.
+// With zc set the accepted conn is wrapped in a Conn with mode. setup runs before the
+// timer starts and returns the function that drains the stream (from the Conn when zc is
+// set, else from the TCPConn) and returns the bytes it took.
+func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
+	setup func(r io.Reader, c *Conn) func() (int64, error)) {
+	b.StopTimer()
+	ln := benchListen(b, snd.PageMSS)
+	defer ln.Close()
+	total := int64(b.N) * benchUnit
+	cmd, _ := benchChild(b, zcsend.ProcessEnv+"="+zcsend.EnvValue(ln.Addr().String(), total, snd), nil, false)
+	defer cmd.Wait()
+	nc, err := ln.Accept()
+	if err != nil {
+		cmd.Process.Kill()
+		b.Fatal(err)
+	}
+	tc := nc.(*net.TCPConn)
+	defer tc.Close()
+	var c *Conn
+	var r io.Reader = tc
+	if zc {
+		if c, err = NewConn(tc, Options{Mode: mode}); err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		r = c
+	}
+	drain := setup(r, c)
+	b.SetBytes(benchUnit)
+	b.ResetTimer()
+	cpu0 := benchCPU()
+	b.StartTimer()
+	n, err := drain()
+	b.StopTimer()
+	cpu := benchCPU() - cpu0
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n != total {
+		b.Fatalf("received %d bytes, want %d", n, total)
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n>>20), "cpu-us/MiB")
+	if c != nil {
+		b.ReportMetric(100*c.Stats().MappedShare(), "mapped-%")
+	}
+}
+
+// benchReadAll returns a drain function that reads r to EOF in reads of size bytes.
+func benchReadAll(r io.Reader, size int) func() (int64, error) {
+	buf := make([]byte, size)
+	return func() (int64, error) {
+		var n int64
+		for {
+			k, err := r.Read(buf)
+			n += int64(k)
+			if err == io.EOF {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+}
+
+// BenchmarkRead is the drop-in path: Read into a reused buffer of 4 KiB, 64 KiB or 1 MiB,
+// from each sender, by net.TCPConn and by a zcnet Conn in each mode.
+func BenchmarkRead(b *testing.B) {
+	for _, s := range benchSenders {
+		for _, size := range []int{4 << 10, 64 << 10, 1 << 20} {
+			for _, rv := range benchRecvs {
+				name := fmt.Sprintf("send=%s/size=%dKiB/recv=%s", s.name, size>>10, rv.name)
+				b.Run(name, func(b *testing.B) {
+					benchReceive(b, s.opts, rv.zc, rv.mode, func(r io.Reader, _ *Conn) func() (int64, error) {
+						return benchReadAll(r, size)
+					})
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkNext takes 1 MiB messages: net.TCPConn with io.ReadFull into a reused 1 MiB
+// buffer against zcnet's Next(1 MiB) in ModeAuto and ModeZeroCopy.
+func BenchmarkNext(b *testing.B) {
+	const msg = 1 << 20
+	for _, s := range benchSenders {
+		b.Run("send="+s.name+"/recv=net-readfull", func(b *testing.B) {
+			benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
+				buf := make([]byte, msg)
+				return func() (int64, error) {
+					var n int64
+					for {
+						k, err := io.ReadFull(r, buf)
+						n += int64(k)
+						switch err {
+						case nil:
+						case io.EOF, io.ErrUnexpectedEOF:
+							return n, nil
+						default:
+							return n, err
+						}
+					}
+				}
+			})
+		})
+		for _, mode := range []Mode{ModeAuto, ModeZeroCopy} {
+			b.Run("send="+s.name+"/recv=next-"+mode.String(), func(b *testing.B) {
+				benchReceive(b, s.opts, true, mode, func(_ io.Reader, c *Conn) func() (int64, error) {
+					return func() (int64, error) {
+						var n int64
+						for {
+							p, err := c.Next(msg)
+							n += int64(len(p))
+							switch err {
+							case nil:
+							case io.EOF, io.ErrUnexpectedEOF:
+								return n, nil
+							default:
+								return n, err
+							}
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkWriteTo drains the page-aligned stream into io.Discard with WriteTo, against
+// net.TCPConn read into a reused 512 KiB buffer (the buffer size zcfloor uses).
+func BenchmarkWriteTo(b *testing.B) {
+	s := benchSenders[0]
+	b.Run("send="+s.name+"/recv=net-read512KiB", func(b *testing.B) {
+		benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
+			return benchReadAll(r, 512<<10)
+		})
+	})
+	for _, mode := range []Mode{ModeZeroCopy, ModeAuto} {
+		b.Run("send="+s.name+"/recv=writeto-"+mode.String(), func(b *testing.B) {
+			benchReceive(b, s.opts, true, mode, func(_ io.Reader, c *Conn) func() (int64, error) {
+				return func() (int64, error) { return c.WriteTo(io.Discard) }
+			})
+		})
+	}
+}
+
+// BenchmarkPingPong measures the round trip of a 64-byte message through an echo peer: the
+// benchmark side writes 64 bytes and reads the 64 echoed bytes with a net.TCPConn or a
+// zcnet Conn (ModeAuto). It reports the median and 99th percentile round trip.
+func BenchmarkPingPong(b *testing.B) {
+	for _, zc := range []bool{false, true} {
+		name := "recv=net"
+		if zc {
+			name = "recv=zcnet"
+		}
+		b.Run(name, func(b *testing.B) {
+			ln := benchListen(b, false)
+			defer ln.Close()
+			echoed := make(chan error, 1)
+			go func() {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					echoed <- err
+					return
+				}
+				defer c.Close()
+				_, err = io.Copy(c, c)
+				echoed <- err
+			}()
+			nc, err := ln.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var rw io.ReadWriteCloser = nc
+			if zc {
+				if rw, err = NewConn(nc.(*net.TCPConn), Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			msg, in := make([]byte, 64), make([]byte, 64)
+			rtt := make([]time.Duration, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				t0 := time.Now()
+				if _, err := rw.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(rw, in); err != nil {
+					b.Fatal(err)
+				}
+				rtt[i] = time.Since(t0)
+			}
+			b.StopTimer()
+			rw.Close()
+			if err := <-echoed; err != nil {
+				b.Fatal(err)
+			}
+			slices.Sort(rtt)
+			b.ReportMetric(float64(rtt[len(rtt)/2]), "p50-ns")
+			b.ReportMetric(float64(rtt[len(rtt)*99/100]), "p99-ns")
+		})
+	}
+}
+
+// BenchmarkIdleConns measures the resident memory each idle server conn costs: 10,000
+// conns accepted from a client process (so that the client side's memory is not counted),
+// each after one small read. With reader=blocked each conn also has a goroutine waiting in
+// Read with a 4 KiB buffer, as a server has; with reader=none nothing waits. It reports the
+// growth of VmRSS per conn.
+func BenchmarkIdleConns(b *testing.B) {
+	const conns = 10000
+	for _, blocked := range []bool{false, true} {
+		for _, zc := range []bool{false, true} {
+			name := fmt.Sprintf("reader=none/recv=%s", map[bool]string{false: "net", true: "zcnet"}[zc])
+			if blocked {
+				name = fmt.Sprintf("reader=blocked/recv=%s", map[bool]string{false: "net", true: "zcnet"}[zc])
+			}
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					rss, heap, stack := benchIdle(b, conns, zc, blocked)
+					b.ReportMetric(rss, "rss-B/conn")
+					b.ReportMetric(heap, "heap-B/conn")
+					b.ReportMetric(stack, "stack-B/conn")
+				}
+			})
+		}
+	}
+}
+
+// benchIdle accepts n conns from a holding client process and returns the growth of this
+// process's RSS, of its in-use heap (which counts memory allocated but not touched yet)
+// and of its goroutine stacks per conn once each has done one small read.
+func benchIdle(b *testing.B, n int, zc, blocked bool) (rss, heap, stack float64) {
+	// The timer keeps running: setting up 10,000 conns takes long enough that the
+	// benchmark stays at one iteration.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+256 {
+		lim.Cur = min(max(lim.Max, uint64(n)+256), lim.Max)
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+		if lim.Cur < uint64(n)+256 {
+			b.Skipf("RLIMIT_NOFILE %d too low for %d conns", lim.Cur, n)
+		}
+	}
+	ln := benchListen(b, false)
+	defer ln.Close()
+	before, heapBefore, stackBefore := benchRSS(b)
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	stdin, hold := io.Pipe()
+	cmd, out := benchChild(b, zcsend.HoldEnv+"="+ln.Addr().String()+","+strconv.Itoa(n), stdin, true)
+	closers := make([]io.Closer, 0, n)
+	var wg sync.WaitGroup
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+		wg.Wait()
+		hold.Close() // the client closes its conns and exits
+		cmd.Wait()
+	}()
+	small := make([]byte, 16)
+	for range n {
+		nc, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var r io.ReadCloser = nc
+		if zc {
+			if r, err = NewConn(nc.(*net.TCPConn), Options{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		closers = append(closers, r)
+		if _, err := r.Read(small); err != nil {
+			b.Fatal(err)
+		}
+		if blocked {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 4<<10)
+				for {
+					if _, err := r.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		b.Fatalf("holding client: %q, %v", line, err)
+	}
+	// Let the readers reach the poller.
+	time.Sleep(100 * time.Millisecond)
+	after, heapAfter, stackAfter := benchRSS(b)
+	return float64(after-before) / float64(n), float64(heapAfter-heapBefore) / float64(n),
+		float64(stackAfter-stackBefore) / float64(n)
+}
+
+// benchRSS returns this process's resident set size, in-use heap (including stacks) and
+// goroutine stacks in bytes after a garbage collection that returns freed memory to the OS.
+func benchRSS(b *testing.B) (rss, heap, stack int64) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heap, stack = int64(ms.HeapInuse+ms.StackInuse), int64(ms.StackInuse)
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for line := range bytes.Lines(st) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			kb, err := strconv.ParseInt(string(bytes.Fields(v)[0]), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10, heap, stack
+		}
+	}
+	b.Skip("no VmRSS in /proc/self/status")
+	return 0, 0, 0
+}
