@@ -53,12 +53,7 @@ func loadCost(a *atomic.Uint64) float64 { return math.Float64frombits(a.Load()) 
 func updateCost(a *atomic.Uint64, sample float64) {
 	for {
 		old := a.Load()
-		v := math.Float64frombits(old)
-		if v == 0 {
-			v = sample
-		} else {
-			v += ewmaWeight * (sample - v)
-		}
+		v := ewma(math.Float64frombits(old), sample)
 		if a.CompareAndSwap(old, math.Float64bits(v)) {
 			return
 		}

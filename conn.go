@@ -47,7 +47,9 @@ type Conn struct {
 	lowat  int   // the SO_RCVLOWAT in force (0 and 1 are the kernel default)
 	viewed bool  // a Next view into the ring is outstanding
 	cp     copyCall
-	copyFn func(fd uintptr) bool // c.copyTry, bound once: the poller's callback allocates nothing per read
+	mc     mapCall
+	copyFn func(fd uintptr) bool // c.copyTry and c.mapTry, bound once: the poller's
+	mapFn  func(fd uintptr) bool // callbacks allocate nothing per read
 
 	stateMu sync.Mutex // guards closed and inRead: who releases the ring
 	closed  bool
@@ -86,11 +88,11 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 // newConn builds the read side over rc and the syscall layer s.
 func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	c := &Conn{rc: rc, sys: s, mode: mode, ringSize: ringSize}
-	switch {
-	case mode == ModeCopy:
+	c.copyFn, c.mapFn = c.copyTry, c.mapTry
+	if mode == ModeCopy {
 		c.disableMap("ModeCopy")
-	case s == defaultSys && Supported() != nil:
-		c.disableMap(Supported().Error())
+	} else if err := Supported(); s == defaultSys && err != nil {
+		c.disableMap(err.Error())
 	}
 	return c
 }
@@ -142,6 +144,34 @@ func (c *Conn) exit() {
 	}
 }
 
+// begin starts a read-side call (Read, Next, WriteTo): it takes the read lock, fails once
+// the conn is closed, and ends the validity of the last Next view. A nil error must be
+// paired with end.
+func (c *Conn) begin() error {
+	c.readMu.Lock()
+	if err := c.enter(); err != nil {
+		c.readMu.Unlock()
+		return c.opErr("read", err)
+	}
+	c.endView()
+	return nil
+}
+
+// end finishes a read-side call started by begin.
+func (c *Conn) end() {
+	c.exit()
+	c.readMu.Unlock()
+}
+
+// expired returns the timeout error when bytes are buffered but the read deadline has
+// passed: net.TCPConn fails such a read, although data is there, and so does the conn.
+func (c *Conn) expired() error {
+	if c.buffered() > 0 && c.deadlinePassed() {
+		return c.opErr("read", os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
 // endView ends the validity of the last Next view.
 func (c *Conn) endView() {
 	c.viewed = false
@@ -179,18 +209,15 @@ func (c *Conn) opErr(op string, err error) error {
 // or by recv(2), whichever the conn's mode picks. It returns io.EOF at the end of the
 // stream; other errors are *net.OpError.
 func (c *Conn) Read(p []byte) (int, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if err := c.enter(); err != nil {
-		return 0, c.opErr("read", err)
+	if err := c.begin(); err != nil {
+		return 0, err
 	}
-	defer c.exit()
-	c.endView()
+	defer c.end()
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.buffered() > 0 && c.deadlinePassed() {
-		return 0, c.opErr("read", os.ErrDeadlineExceeded)
+	if err := c.expired(); err != nil {
+		return 0, err
 	}
 	for {
 		if n := c.copyOut(p); n > 0 {
@@ -237,30 +264,41 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	if err := c.pendingErr(); err != nil {
 		return 0, err
 	}
-	direct := len(p) >= copyBufSize
+	direct := len(p) >= copyBufSize || !zerocopyRecv
 	// Read copies mapped bytes once more, so mapping can only pay by taking more per call
 	// than a recv(2) into p would. A p of half the ring or more leaves no such gain:
 	// ModeAuto reads it with recv(2).
-	if c.mode == ModeAuto && len(p) >= c.ringSize/2 {
-		return c.fillCopy(p, 0, 1)
-	}
-	if useMap, explore := c.chooseMap(direct); useMap {
-		want := c.ringSize
-		if explore {
-			want = max(len(p), copyBufSize)
-		}
-		err := c.fillMap(want, 1)
-		if err != errNoMap {
+	if c.mode != ModeAuto || len(p) < c.ringSize/2 {
+		if mapped, err := c.tryMap(direct, max(len(p), copyBufSize)); mapped {
 			return 0, err
 		}
 	}
-	if direct || !zerocopyRecv {
-		// Without the fast path the platform's net.TCPConn reads into p: a buffer
-		// would only be held while the read blocks.
+	if direct {
+		// Straight into p; also where there is no fast path (the platform's
+		// net.TCPConn reads), as a buffer would only be held while the read blocks.
 		return c.fillCopy(p, 0, 1)
 	}
 	_, err := c.fillBuf(copyBufSize, 1)
 	return 0, err
+}
+
+// tryMap fills the ring by mapping when the conn's mode picks mapping for this fill (a
+// fill that only explores the mapping path takes at most exploreWant bytes). It reports
+// whether it did; when it did not, or mapping was just turned off, the caller copies.
+func (c *Conn) tryMap(userCopy bool, exploreWant int) (bool, error) {
+	useMap, explore := c.chooseMap(userCopy)
+	if !useMap {
+		return false, nil
+	}
+	want := c.ringSize
+	if explore {
+		want = exploreWant
+	}
+	err := c.fillMap(want, 1)
+	if err == errNoMap {
+		return false, nil
+	}
+	return true, err
 }
 
 // chooseMap decides whether the next fill maps, and whether that fill only explores the
@@ -337,9 +375,6 @@ func (c *Conn) fillCopy(p []byte, min, lowat int) (int, error) {
 	}
 	// The state lives in c.cp and the callback is bound once: nothing is allocated, and
 	// the frame stays small, as a reader parked in the poller keeps this stack.
-	if c.copyFn == nil {
-		c.copyFn = c.copyTry
-	}
 	cp := &c.cp
 	cp.p, cp.min, cp.lowat, cp.n, cp.err, cp.timed = p, min, lowat, 0, nil, false
 	err := c.rc.Read(c.copyFn)
@@ -418,177 +453,24 @@ func (c *Conn) copyTry(fd uintptr) bool {
 
 // fillMap receives at least one byte (or the end of the stream) by mapping up to want
 // bytes of whole pages at the ring's tail; when the next bytes cannot be mapped
-// (recv_skip_hint), it reads those into the fallback buffer instead. It reserves the ring at its first call. It
-// returns nil, io.EOF, an error, or errNoMap when mapping had to be turned off.
+// (recv_skip_hint), it reads those into the fallback buffer instead. It reserves the ring
+// at the first fill that finds bytes queued. It returns nil, io.EOF, an error, or errNoMap
+// when mapping had to be turned off (nothing was read then).
 func (c *Conn) fillMap(want, lowat int) error {
-	var (
-		ferr    error
-		n       int
-		mapped  bool
-		elapsed time.Duration
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		if c.noMap {
-			// idle turned mapping off before the wait (madvise failed): nothing
-			// was read in this fill, so the copy path takes over.
-			ferr = errNoMap
-			return true
-		}
-		if !c.ring.reserved() && c.sys.peek != nil {
-			// Reserve the ring at the first fill that finds bytes queued: a conn that
-			// waits for its first byte holds no VMA.
-			c.setLowat(int(fd), lowat)
-			r, err := c.sys.peek(int(fd))
-			c.st.recvCalls.Add(1)
-			switch {
-			case isEAGAIN(err):
-				c.idle()
-				return false
-			case err != nil:
-				ferr = err
-				return true
-			case r == 0:
-				c.atEnd()
-				return true
-			}
-		}
-		if !c.ring.reserved() {
-			if err := c.ring.reserve(c.sys, int(fd), c.ringSize); err != nil {
-				ferr = c.mapFailed("mmap", err)
-				return true
-			}
-		}
-		c.setLowat(int(fd), lowat)
-		empties := 0
-		for {
-			t0 := time.Now()
-			var zc zerocopyReceive
-			if want > c.ring.size() {
-				want = c.ring.size()
-			}
-			c.ring.prepare(&zc, want)
-			req := int(zc.Length)
-			err := c.sys.zerocopy(int(fd), &zc)
-			c.st.zcCalls.Add(1)
-			if err != nil {
-				switch {
-				case isEINTR(err):
-					continue
-				case isEAGAIN(err):
-					c.idle()
-					return false
-				case isEIO(err):
-					// Nothing queued and the stream is done: recv tells a clean end
-					// (0) from a reset (its error).
-					return c.probe(fd, c.buf.space(pageSize), &n, &ferr)
-				}
-				ferr = c.mapFailed("getsockopt TCP_ZEROCOPY_RECEIVE", err)
-				return true
-			}
-			m, cp := int(zc.Length), 0
-			if m > req || m%pageSize != 0 {
-				ferr = c.mapFailed("getsockopt TCP_ZEROCOPY_RECEIVE",
-					errors.New("kernel reported impossible lengths"))
-				return true
-			}
-			if m > 0 {
-				c.ring.commit(m)
-				c.st.mapped.Add(uint64(m))
-			}
-			if zc.Err != 0 {
-				// The call hands over a pending socket error (negated, as the kernel
-				// stores it) and clears it, also while bytes are still queued: report
-				// it after those bytes, as recv(2) would.
-				e := syscall.Errno(-zc.Err)
-				if zc.Err > 0 {
-					e = syscall.Errno(zc.Err)
-				}
-				switch {
-				case e == syscall.EPIPE:
-					// A reset after the peer's FIN (CLOSE_WAIT): recv(2) ends
-					// such a stream with EOF, and so does the conn.
-				case zc.Inq > 0:
-					c.qerr = e
-				default:
-					c.rerr = e
-				}
-			}
-			if m == 0 && zc.RecvSkipHint > 0 {
-				// Ask recv for the unmappable bytes only: asking for more would copy
-				// pages that arrived meanwhile and could have been mapped.
-				c.st.skips.Add(1)
-				space := c.buf.space(copyBufSize)
-				k := int(zc.RecvSkipHint)
-				if k > len(space) {
-					k = len(space)
-				}
-				r, err := c.sys.recv(int(fd), space[:k])
-				c.st.recvCalls.Add(1)
-				switch {
-				case isEAGAIN(err):
-					c.idle()
-					return false
-				case err != nil:
-					ferr = err
-					return true
-				case r == 0:
-					c.atEnd()
-					return true
-				}
-				c.buf.commit(r)
-				c.st.copied.Add(uint64(r))
-				cp = r
-			} else if zc.RecvSkipHint > 0 {
-				c.st.skips.Add(1)
-			}
-			if m+cp > 0 {
-				n, mapped, elapsed = m+cp, m > 0, time.Since(t0)
-				return true
-			}
-			if c.rerr != nil {
-				return true
-			}
-			// Nothing queued. The mapping call does not report a shutdown (a reset
-			// already reported, CloseRead) and the poller will not signal it again:
-			// only recv tells an empty queue (EAGAIN: wait) from the end.
-			if c.sys.peek == nil {
-				return c.probe(fd, c.buf.space(pageSize)[:pageSize-1], &n, &ferr)
-			}
-			// Peek rather than read: bytes that arrived since the mapping call stay
-			// queued, to be mapped, instead of being copied out of their page.
-			r, err := c.sys.peek(int(fd))
-			c.st.recvCalls.Add(1)
-			switch {
-			case isEAGAIN(err):
-				c.idle()
-				return false
-			case err != nil:
-				ferr = err
-				return true
-			case r == 0:
-				c.atEnd()
-				return true
-			}
-			// Bytes are queued: map them. Should the mapping call answer nothing
-			// again, copy instead, so that an odd answer cannot spin here.
-			if empties++; empties > 1 {
-				return c.probe(fd, c.buf.space(pageSize)[:pageSize-1], &n, &ferr)
-			}
-		}
-	})
+	mc := &c.mc
+	*mc = mapCall{want: want, lowat: lowat}
+	err := c.rc.Read(c.mapFn)
+	n, mapped, ferr := mc.n, mc.mapped, mc.err
+	mc.err = nil
 	if c.buf.buffered() == 0 {
 		c.buf.put()
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if ferr != nil {
+	case ferr != nil:
 		return ferr
-	}
-	if n == 0 {
-		if c.eof {
-			return io.EOF
-		}
+	case n == 0:
 		return c.pendingErr()
 	}
 	if mapped {
@@ -597,9 +479,179 @@ func (c *Conn) fillMap(want, lowat int) error {
 		c.st.copyFills.Add(1)
 	}
 	if c.mode == ModeAuto {
-		c.auto.recordMap(mapped, n, elapsed)
+		c.auto.recordMap(mapped, n, mc.elapsed)
 	}
 	return nil
+}
+
+// mapCall is the state of one fillMap, kept in the Conn for mapTry (see copyCall).
+type mapCall struct {
+	want, lowat int
+	empties     int           // mapping calls in a row that found nothing with bytes queued
+	t0          time.Time     // start of the current try (ModeAuto only)
+	n           int           // out: bytes received
+	mapped      bool          // out: they were mapped (else copied)
+	elapsed     time.Duration // out: time of the try that received them (ModeAuto only)
+	err         error         // out: the error that ends the fill
+	zc          zerocopyReceive
+}
+
+// mapTry is one attempt of fillMap, run by the poller with the socket's fd: it returns
+// false to wait for the socket to become readable.
+func (c *Conn) mapTry(fd uintptr) bool {
+	mc := &c.mc
+	if c.noMap {
+		// idle turned mapping off before the wait (madvise failed): nothing was read
+		// in this fill, so the copy path takes over.
+		mc.err = errNoMap
+		return true
+	}
+	c.setLowat(int(fd), mc.lowat)
+	if !c.ring.reserved() {
+		if c.sys.peek != nil {
+			// A conn that waits for its first byte holds no VMA.
+			if wait, end := c.settle(c.peek(fd)); wait || end {
+				return !wait
+			}
+		}
+		if err := c.ring.reserve(c.sys, int(fd), c.ringSize); err != nil {
+			mc.err = c.mapFailed("mmap", err)
+			return true
+		}
+	}
+	for {
+		if c.mode == ModeAuto {
+			mc.t0 = time.Now()
+		}
+		zc := &mc.zc // in the Conn: a local would escape to the heap at every try
+		*zc = zerocopyReceive{}
+		c.ring.prepare(zc, min(mc.want, c.ring.size()))
+		req := int(zc.Length)
+		err := c.sys.zerocopy(int(fd), zc)
+		c.st.zcCalls.Add(1)
+		if err != nil {
+			switch {
+			case isEINTR(err):
+				continue
+			case isEAGAIN(err):
+				c.idle()
+				return false
+			case isEIO(err):
+				// Nothing queued and the stream is done: recv tells a clean end (0)
+				// from a reset (its error).
+				return c.recvInto(fd, c.buf.space(pageSize))
+			}
+			mc.err = c.mapFailed("getsockopt TCP_ZEROCOPY_RECEIVE", err)
+			return true
+		}
+		m := int(zc.Length)
+		if m > req || m%pageSize != 0 {
+			mc.err = c.mapFailed("getsockopt TCP_ZEROCOPY_RECEIVE",
+				errors.New("kernel reported impossible lengths"))
+			return true
+		}
+		c.takeSockErr(zc)
+		if zc.RecvSkipHint > 0 {
+			c.st.skips.Add(1)
+		}
+		if m > 0 {
+			c.ring.commit(m)
+			c.st.mapped.Add(uint64(m))
+			mc.received(m, true)
+			return true
+		}
+		if zc.RecvSkipHint > 0 {
+			// Ask recv for the unmappable bytes only: asking for more would copy pages
+			// that arrived meanwhile and could have been mapped.
+			space := c.buf.space(copyBufSize)
+			return c.recvInto(fd, space[:min(len(space), int(zc.RecvSkipHint))])
+		}
+		if c.rerr != nil {
+			return true
+		}
+		// Nothing queued. The mapping call does not report a shutdown (a reset already
+		// reported, CloseRead) and the poller will not signal it again: only recv tells
+		// an empty queue (EAGAIN: wait) from the end. A peek leaves bytes that arrived
+		// since the mapping call queued, to be mapped rather than copied out of their
+		// page; a second empty answer with bytes queued copies, so that an odd answer
+		// cannot spin here.
+		if c.sys.peek == nil || mc.empties > 0 {
+			return c.recvInto(fd, c.buf.space(pageSize)[:pageSize-1])
+		}
+		if wait, end := c.settle(c.peek(fd)); wait || end {
+			return !wait
+		}
+		mc.empties++
+	}
+}
+
+// received records that a try received n bytes, mapped or copied.
+func (mc *mapCall) received(n int, mapped bool) {
+	mc.n, mc.mapped = n, mapped
+	if !mc.t0.IsZero() {
+		mc.elapsed = time.Since(mc.t0)
+	}
+}
+
+// takeSockErr takes the pending socket error the mapping call handed over (negated, as
+// the kernel stores it; the call cleared it in the socket). It is reported after the
+// bytes still queued, as recv(2) would.
+func (c *Conn) takeSockErr(zc *zerocopyReceive) {
+	if zc.Err == 0 {
+		return
+	}
+	e := syscall.Errno(-zc.Err)
+	if zc.Err > 0 {
+		e = syscall.Errno(zc.Err)
+	}
+	switch {
+	case e == syscall.EPIPE:
+		// A reset after the peer's FIN (CLOSE_WAIT): recv(2) ends such a stream with
+		// EOF, and so does the conn.
+	case zc.Inq > 0:
+		c.qerr = e
+	default:
+		c.rerr = e
+	}
+}
+
+// peek is a one-byte MSG_PEEK recv(2): 1 when bytes are queued, 0 at the end.
+func (c *Conn) peek(fd uintptr) (int, error) {
+	c.st.recvCalls.Add(1)
+	return c.sys.peek(int(fd))
+}
+
+// recvInto reads with recv(2) into p, the fallback buffer's free space, for mapTry: it
+// returns false to wait (EAGAIN), or true with the bytes received, the end of the stream
+// or an error recorded.
+func (c *Conn) recvInto(fd uintptr, p []byte) bool {
+	r, err := c.sys.recv(int(fd), p)
+	c.st.recvCalls.Add(1)
+	if wait, end := c.settle(r, err); wait || end {
+		return !wait
+	}
+	c.buf.commit(r)
+	c.st.copied.Add(uint64(r))
+	c.mc.received(r, false)
+	return true
+}
+
+// settle sorts the result of a recv(2) or peek in mapTry: wait (EAGAIN; the conn is made
+// idle), end (an error, recorded in the fill, or the end of the stream), or neither
+// (r > 0 bytes).
+func (c *Conn) settle(r int, err error) (wait, end bool) {
+	switch {
+	case isEAGAIN(err):
+		c.idle()
+		return true, false
+	case err != nil:
+		c.mc.err = err
+		return false, true
+	case r == 0:
+		c.atEnd()
+		return false, true
+	}
+	return false, false
 }
 
 // atEnd records that recv(2) returned 0 with nothing queued: the end of the stream, or the
@@ -611,25 +663,4 @@ func (c *Conn) atEnd() {
 	}
 	c.eof = true
 	c.dropMapped()
-}
-
-// probe reads with recv(2) into p after the mapping call found nothing to map, to tell
-// data from the end of the stream from an error. It returns false (wait) on EAGAIN.
-func (c *Conn) probe(fd uintptr, p []byte, n *int, ferr *error) bool {
-	r, err := c.sys.recv(int(fd), p)
-	c.st.recvCalls.Add(1)
-	switch {
-	case isEAGAIN(err):
-		c.idle()
-		return false
-	case err != nil:
-		*ferr = err
-	case r == 0:
-		c.atEnd()
-	default:
-		c.buf.commit(r)
-		c.st.copied.Add(uint64(r))
-		*n = r
-	}
-	return true
 }

@@ -32,14 +32,11 @@ func (c *Conn) Close() error {
 	if rel {
 		c.release()
 	}
-	if c.onClose != nil {
-		c.onClose(c)
-	}
 	return err
 }
 
-// release frees the ring and the fallback buffer. It runs once, after Close, when no
-// read-side call is running.
+// release frees the ring and the fallback buffer and hands the conn's final counters to
+// its Listener. It runs once, after Close, when no read-side call is running.
 func (c *Conn) release() {
 	if c.viewed && c.ring.reserved() && c.sys.mapAnon != nil {
 		// A Next view may still be read by a caller racing Close: swap the socket's pages
@@ -57,6 +54,9 @@ func (c *Conn) release() {
 	c.ring.unmap(c.sys)
 	c.buf.drop()
 	c.viewed = false
+	if c.onClose != nil {
+		c.onClose(c) // no read is left to count more bytes
+	}
 }
 
 // LocalAddr returns the local network address.

@@ -48,13 +48,16 @@ var linuxSys = sysCalls{
 	peek: func(fd int) (int, error) {
 		var b [1]byte
 		for {
-			n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			if err != unix.EINTR {
-				if n < 0 {
-					n = 0
-				}
-				return n, err
+			// A raw recvfrom: unix.Recvfrom allocates a sockaddr at every call.
+			n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+			switch e {
+			case 0:
+				return int(n), nil
+			case unix.EINTR:
+				continue
 			}
+			return 0, e
 		}
 	},
 	mapAnon: func(addr unsafe.Pointer, length uintptr) error {

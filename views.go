@@ -26,13 +26,10 @@ import (
 // bytes it had gathered stay buffered for the next call. Next(0) returns an empty slice; a negative n returns
 // ErrNegativeCount and an n above the ring size ErrTooLarge.
 func (c *Conn) Next(n int) ([]byte, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if err := c.enter(); err != nil {
-		return nil, c.opErr("read", err)
+	if err := c.begin(); err != nil {
+		return nil, err
 	}
-	defer c.exit()
-	c.endView()
+	defer c.end()
 	switch {
 	case n < 0:
 		return nil, ErrNegativeCount
@@ -41,8 +38,8 @@ func (c *Conn) Next(n int) ([]byte, error) {
 	case n == 0:
 		return []byte{}, nil
 	}
-	if c.buffered() > 0 && c.deadlinePassed() {
-		return nil, c.opErr("read", os.ErrDeadlineExceeded)
+	if err := c.expired(); err != nil {
+		return nil, err
 	}
 	for {
 		rl, bl := c.ring.buffered(), c.buf.buffered()
@@ -169,15 +166,12 @@ func (c *Conn) rest(err error) ([]byte, error) {
 // the slices it is given, as io.Writer requires. It returns the bytes written and the
 // first error other than io.EOF.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if err := c.enter(); err != nil {
-		return 0, c.opErr("read", err)
+	if err := c.begin(); err != nil {
+		return 0, err
 	}
-	defer c.exit()
-	c.endView()
-	if c.buffered() > 0 && c.deadlinePassed() {
-		return 0, c.opErr("read", os.ErrDeadlineExceeded)
+	defer c.end()
+	if err := c.expired(); err != nil {
+		return 0, err
 	}
 	var total int64
 	for {
@@ -204,23 +198,13 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, c.opErr("read", err)
 		}
-		var err error
-		useMap, explore := c.chooseMap(false)
-		if useMap {
-			want := c.ringSize
-			if explore {
-				want = copyBufSize
-			}
-			err = c.fillMap(want, 1)
-		}
-		if !useMap || err == errNoMap {
+		// Everything buffered was written: a fill that fails leaves nothing behind.
+		mapped, err := c.tryMap(false, copyBufSize)
+		if !mapped {
 			_, err = c.fillBuf(copyBufSize, 1)
 		}
 		if err != nil && err != io.EOF {
-			if c.buffered() == 0 {
-				return total, c.opErr("read", err)
-			}
-			c.rerr = err
+			return total, c.opErr("read", err)
 		}
 	}
 }
