@@ -11,14 +11,20 @@ import (
 // each path: the mapping path (TCP_ZEROCOPY_RECEIVE, plus recv(2) of what could not be
 // mapped) and the copy path (recv(2)). Read must also copy mapped bytes into the caller's
 // buffer, which costs memcpy per byte; Next and WriteTo do not. Each conn keeps its own
-// estimates of both paths, seeded from the process-wide ones, times its bulk fills, and
-// picks the cheaper path; every exploreEvery-th bulk fill it takes the other path to keep
-// that estimate current. Nothing is timed for fills below bulkFill bytes: there the fixed
-// cost of a call dominates and both paths are the same copy.
+// estimates of both paths, seeded from the process-wide ones, and picks the cheaper path;
+// every exploreEvery-th bulk fill it takes the other path to keep that estimate current.
+//
+// A fill is priced in the CPU time of the thread that makes its system calls
+// (CLOCK_THREAD_CPUTIME_ID), not in wall time: a recv(2) that is preempted or waits for
+// the socket lock would otherwise look dearer than it is. Reading that clock is itself a
+// system call, so only every sampleEvery-th bulk fill is timed, and every exploration.
+// Nothing is timed for fills below bulkFill bytes: there the fixed cost of a call
+// dominates and both paths are the same copy.
 
 const (
 	bulkFill     = 64 << 10 // fills this large are timed and count as a bulk stream
 	exploreEvery = 64       // bulk fills between two tries of the path not chosen
+	sampleEvery  = 8        // bulk fills between two timed ones
 	ewmaWeight   = 0.25     // weight of a new sample
 )
 
@@ -66,6 +72,7 @@ type autoState struct {
 	bulk          bool    // the last fill was a bulk fill: mapping can pay
 	unmappable    bool    // the last fill on the mapping path mapped nothing
 	fills         uint32  // bulk fills since the last exploration
+	sample        bool    // time the next fill
 }
 
 // chooseMap reports whether the next fill should map, and whether it only explores the
@@ -85,6 +92,7 @@ func (a *autoState) chooseMap(userCopy bool) (useMap, explore bool) {
 		c = loadCost(&hostCost.copyNs)
 	}
 	if m == 0 || c == 0 { // a path never measured in this process: try it
+		a.sample = true
 		return m == 0, m == 0
 	}
 	if userCopy {
@@ -94,20 +102,26 @@ func (a *autoState) chooseMap(userCopy bool) (useMap, explore bool) {
 	// exploration tries the mapping path again, however the estimates compare.
 	preferMap := m < c && !a.unmappable
 	a.fills++
+	a.sample = a.fills%sampleEvery == 0
 	if a.fills >= exploreEvery {
 		a.fills = 0
+		a.sample = true
 		return !preferMap, !preferMap
 	}
 	return preferMap, false
 }
 
-// record feeds the outcome of a fill: n bytes in d on the mapping or copy path.
+// record feeds the outcome of a fill: n bytes in d of CPU time (0: not timed) on the
+// mapping or copy path.
 func (a *autoState) record(mapped bool, n int, d time.Duration) {
 	a.bulk = n >= bulkFill
 	if !a.bulk || d <= 0 {
 		return
 	}
 	s := float64(d) / float64(n)
+	if s > maxSampleNs {
+		return // the thread was switched under the measurement
+	}
 	if mapped {
 		a.mapNs = ewma(a.mapNs, s)
 		updateCost(&hostCost.mapNs, s)
@@ -141,6 +155,10 @@ func (a *autoState) recordMap(mapped bool, n int, d time.Duration) {
 	}
 	a.mapNs = ewma(a.mapNs, s)
 }
+
+// maxSampleNs bounds a believable sample (ns per byte): a larger one means the goroutine
+// moved to another thread between the two clock reads.
+const maxSampleNs = 100
 
 func ewma(v, s float64) float64 {
 	if v == 0 {

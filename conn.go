@@ -394,7 +394,7 @@ func (c *Conn) fillCopy(p []byte, min, lowat int) (int, error) {
 	if c.mode == ModeAuto {
 		var d time.Duration
 		if cp.timed {
-			d = time.Since(cp.t0)
+			d = cp.elapsed
 		}
 		c.auto.record(false, n, d)
 	}
@@ -424,10 +424,11 @@ func (c *Conn) fillCopyConn(p []byte, min int) (int, error) {
 type copyCall struct {
 	p          []byte // the destination, or nil for the fallback buffer
 	min, lowat int
-	n          int   // out: bytes received
-	err        error // out: the recv error
-	t0         time.Time
-	timed      bool // t0 is the start of the recv that received
+	n          int           // out: bytes received
+	err        error         // out: the recv error
+	t0         int64         // thread CPU time at the start of the recv (ModeAuto samples)
+	elapsed    time.Duration // thread CPU time of the recv, when timed
+	timed      bool
 }
 
 // copyTry is one attempt of fillCopy, run by the poller with the socket's fd: it returns
@@ -439,10 +440,13 @@ func (c *Conn) copyTry(fd uintptr) bool {
 	if dst == nil {
 		dst = c.buf.space(cp.min)
 	}
-	if cp.timed = c.mode == ModeAuto && len(dst) >= bulkFill; cp.timed {
-		cp.t0 = time.Now()
+	if cp.timed = c.mode == ModeAuto && c.auto.sample && len(dst) >= bulkFill; cp.timed {
+		cp.t0 = threadCPU()
 	}
 	cp.n, cp.err = c.sys.recv(int(fd), dst)
+	if cp.timed {
+		cp.elapsed = time.Duration(threadCPU() - cp.t0)
+	}
 	c.st.recvCalls.Add(1)
 	if isEAGAIN(cp.err) {
 		c.idle()
@@ -488,10 +492,10 @@ func (c *Conn) fillMap(want, lowat int) error {
 type mapCall struct {
 	want, lowat int
 	empties     int           // mapping calls in a row that found nothing with bytes queued
-	t0          time.Time     // start of the current try (ModeAuto only)
+	t0          int64         // thread CPU time at the start of the try (ModeAuto samples)
 	n           int           // out: bytes received
 	mapped      bool          // out: they were mapped (else copied)
-	elapsed     time.Duration // out: time of the try that received them (ModeAuto only)
+	elapsed     time.Duration // out: thread CPU time of the try that received them, if timed
 	err         error         // out: the error that ends the fill
 	zc          zerocopyReceive
 }
@@ -520,8 +524,8 @@ func (c *Conn) mapTry(fd uintptr) bool {
 		}
 	}
 	for {
-		if c.mode == ModeAuto {
-			mc.t0 = time.Now()
+		if c.mode == ModeAuto && c.auto.sample {
+			mc.t0 = threadCPU()
 		}
 		zc := &mc.zc // in the Conn: a local would escape to the heap at every try
 		*zc = zerocopyReceive{}
@@ -588,8 +592,8 @@ func (c *Conn) mapTry(fd uintptr) bool {
 // received records that a try received n bytes, mapped or copied.
 func (mc *mapCall) received(n int, mapped bool) {
 	mc.n, mc.mapped = n, mapped
-	if !mc.t0.IsZero() {
-		mc.elapsed = time.Since(mc.t0)
+	if mc.t0 != 0 {
+		mc.elapsed = time.Duration(threadCPU() - mc.t0)
 	}
 }
 

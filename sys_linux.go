@@ -118,3 +118,13 @@ func probeSupport(s *sysCalls) error {
 	}
 	return nil
 }
+
+// threadCPU returns the calling thread's CPU time in nanoseconds
+// (CLOCK_THREAD_CPUTIME_ID), or 0 when the clock cannot be read.
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
+}

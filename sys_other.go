@@ -5,6 +5,7 @@ package zcnet
 import (
 	"errors"
 	"os"
+	"time"
 	"unsafe"
 )
 
@@ -43,3 +44,6 @@ func setMSS(fd uintptr, mss int) error { return errNotLinux }
 // Supported returns nil when this process can receive with TCP_ZEROCOPY_RECEIVE, and
 // otherwise an error saying why not. On this platform it never can; conns copy.
 func Supported() error { return errNotLinux }
+
+// threadCPU stands in for the thread CPU clock where conns never time fills.
+func threadCPU() int64 { return time.Now().UnixNano() }
