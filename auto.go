@@ -33,6 +33,8 @@ var hostCost struct {
 	mapNs, copyNs atomic.Uint64
 }
 
+// memcpyNs is the process's calibration of memcpy, in ns per byte, used for the copy out
+// of mapped pages until a conn has timed one (autoState.outNs).
 var memcpyNs = sync.OnceValue(func() float64 {
 	// Calibrate memcpy from a buffer larger than the L2 cache, best of a few runs.
 	const n = 1 << 20
@@ -73,6 +75,8 @@ type autoState struct {
 	unmappable    bool    // the last fill on the mapping path mapped nothing
 	fills         uint32  // bulk fills since the last exploration
 	sample        bool    // time the next fill
+	outNs         float64 // ns per byte of Read's copy out of mapped pages; 0 = not timed yet
+	timeOut       bool    // time Read's next copy out of mapped pages
 }
 
 // chooseMap reports whether the next fill should map, and whether it only explores the
@@ -96,7 +100,13 @@ func (a *autoState) chooseMap(userCopy bool) (useMap, explore bool) {
 		return m == 0, m == 0
 	}
 	if userCopy {
-		m += memcpyNs()
+		// The copy out of freshly mapped pages costs more than a warm memcpy (a TLB
+		// miss per page): use what this conn measured once it has.
+		if a.outNs > 0 {
+			m += a.outNs
+		} else {
+			m += memcpyNs()
+		}
 	}
 	// After a mapping fill that mapped nothing (an unaligned stream), only the periodic
 	// exploration tries the mapping path again, however the estimates compare.
@@ -123,6 +133,7 @@ func (a *autoState) record(mapped bool, n int, d time.Duration) {
 		return // the thread was switched under the measurement
 	}
 	if mapped {
+		a.timeOut = true
 		a.mapNs = ewma(a.mapNs, s)
 		updateCost(&hostCost.mapNs, s)
 	} else {
@@ -154,6 +165,17 @@ func (a *autoState) recordMap(mapped bool, n int, d time.Duration) {
 		s = min(s, 4*c)
 	}
 	a.mapNs = ewma(a.mapNs, s)
+}
+
+// recordOut feeds a timed copy of n mapped bytes out to a Read's buffer.
+func (a *autoState) recordOut(n int, d time.Duration) {
+	a.timeOut = false
+	if n <= 0 || d <= 0 {
+		return
+	}
+	if s := float64(d) / float64(n); s <= maxSampleNs {
+		a.outNs = ewma(a.outNs, s)
+	}
 }
 
 // maxSampleNs bounds a believable sample (ns per byte): a larger one means the goroutine

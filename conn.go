@@ -234,7 +234,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) copyOut(p []byte) int {
 	n := 0
 	if c.ring.buffered() > 0 {
-		n = copy(p, c.ring.pending())
+		if c.auto.timeOut && c.mode == ModeAuto {
+			// Price the copy out of mapped pages for the auto mode (after a timed fill).
+			t0 := threadCPU()
+			n = copy(p, c.ring.pending())
+			c.auto.recordOut(n, time.Duration(threadCPU()-t0))
+		} else {
+			n = copy(p, c.ring.pending())
+		}
 		c.ring.consume(n)
 	}
 	if n < len(p) && c.buf.buffered() > 0 {
