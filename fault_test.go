@@ -116,52 +116,14 @@ func pacedSendConn(addr string, total, chunk int, pause time.Duration, reset boo
 		return err
 	}
 	defer c.Close()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	drain := func() {
-		rc.Control(func(fd uintptr) {
-			var oob [256]byte
-			for {
-				if _, _, _, _, err := unix.Recvmsg(int(fd), nil, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); err != nil {
-					return
-				}
-			}
-		})
-	}
 	pat := zcsend.PatternBytes()
 	for sent := 0; sent < total; {
 		off := sent % zcsend.Period
 		p := pat[off : off+min(chunk, total-sent, zcsend.Period-off)]
-		for len(p) > 0 {
-			var w int
-			var serr error
-			err := rc.Write(func(fd uintptr) bool {
-				for {
-					w, serr = unix.SendmsgN(int(fd), p, nil, nil, unix.MSG_ZEROCOPY|unix.MSG_DONTWAIT)
-					switch serr {
-					case unix.EINTR:
-						continue
-					case unix.EAGAIN:
-						return false
-					case unix.ENOBUFS:
-						w, serr = 0, nil
-						time.Sleep(50 * time.Microsecond)
-					}
-					return true
-				}
-			})
-			if err == nil {
-				err = serr
-			}
-			if err != nil {
-				return err
-			}
-			p = p[w:]
-			sent += w
-			drain()
+		if err := zcsend.Write(c, p, true); err != nil {
+			return err
 		}
+		sent += len(p)
 		if pause > 0 {
 			time.Sleep(pause)
 		}

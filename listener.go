@@ -116,7 +116,7 @@ func (l *Listener) forget(c *Conn) {
 	defer l.mu.Unlock()
 	if _, ok := l.live[c]; ok {
 		delete(l.live, c)
-		l.closed.add(s)
+		l.closed.Add(s)
 	}
 }
 
@@ -131,7 +131,7 @@ func (l *Listener) Stats() Stats {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		s.add(c.Stats())
+		s.Add(c.Stats())
 	}
 	return s
 }

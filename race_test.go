@@ -92,7 +92,7 @@ func TestCloseRacesReads(t *testing.T) {
 				for range conns {
 				}
 				stMu.Lock()
-				st.add(ln.Stats())
+				st.Add(ln.Stats())
 				stMu.Unlock()
 			}()
 			rnd := rand.New(rand.NewPCG(uint64(w), 7))

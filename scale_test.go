@@ -440,7 +440,7 @@ func TestScale10k(t *testing.T) {
 		case <-p.received:
 			total += p.total
 			if p.mappable {
-				mappable.add(p.stats)
+				mappable.Add(p.stats)
 			}
 		case <-deadline:
 			t.Fatalf("streams not received after 4m")

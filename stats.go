@@ -30,8 +30,9 @@ type Stats struct {
 	FallbackReason string
 }
 
-// add adds o's counters to s; the reason is kept only if s has none.
-func (s *Stats) add(o Stats) {
+// Add adds o's counters to s, to sum the Stats of several conns; s keeps its
+// FallbackReason unless it has none.
+func (s *Stats) Add(o Stats) {
 	s.MappedBytes += o.MappedBytes
 	s.CopiedBytes += o.CopiedBytes
 	s.ZerocopyCalls += o.ZerocopyCalls

@@ -447,23 +447,6 @@ func (v *verifier) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// addStats adds o's counters to s; s keeps its FallbackReason unless it has none.
-func addStats(s *zcnet.Stats, o zcnet.Stats) {
-	s.MappedBytes += o.MappedBytes
-	s.CopiedBytes += o.CopiedBytes
-	s.ZerocopyCalls += o.ZerocopyCalls
-	s.RecvCalls += o.RecvCalls
-	s.Skips += o.Skips
-	s.Waits += o.Waits
-	s.MapFills += o.MapFills
-	s.CopyFills += o.CopyFills
-	s.ViewBytes += o.ViewBytes
-	s.AssembledBytes += o.AssembledBytes
-	if s.FallbackReason == "" {
-		s.FallbackReason = o.FallbackReason
-	}
-}
-
 // median returns the median of xs (the mean of the middle two for an even count).
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
@@ -491,7 +474,7 @@ func report(cfg *config, samples [][]sample) error {
 			if base >= 0 {
 				ratio = append(ratio, s.cpuPerMiB()/samples[base][k].cpuPerMiB())
 			}
-			addStats(&st, s.stats)
+			st.Add(s.stats)
 			bytes = s.bytes
 		}
 		rows[i] = row{

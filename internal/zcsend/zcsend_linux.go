@@ -44,33 +44,59 @@ func Send(c *net.TCPConn, total int64, o Options) error {
 	if Period%o.chunk() != 0 {
 		return fmt.Errorf("zcsend: chunk %d does not divide %d", o.chunk(), Period)
 	}
+	chunk := o.chunk()
+	for sent := int64(0); sent < total; {
+		off := int(sent % Period)
+		n := int(min(int64(chunk-off%chunk), total-sent))
+		if err := Write(c, patternBuf[off:off+n], o.ZeroCopy); err != nil {
+			return err
+		}
+		sent += int64(n)
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	chunk := o.chunk()
-	var sent int64
-	sends := 0
-	for sent < total {
-		off := int(sent % Period)
-		n := chunk - off%chunk
-		if int64(n) > total-sent {
-			n = int(total - sent)
+	if err := c.CloseWrite(); err != nil {
+		return err
+	}
+	// Wait for the receiver to close, reaping zerocopy completions meanwhile.
+	buf := make([]byte, 4096)
+	for {
+		if o.ZeroCopy {
+			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
 		}
-		p := patternBuf[off : off+n]
+		if _, err := c.Read(buf); err != nil {
+			return nil // EOF or reset: the receiver is done either way
+		}
+	}
+}
+
+// Write writes all of p to c, with MSG_ZEROCOPY when zerocopy is set (c must then have
+// been dialed with ZeroCopy, and p must not change until the peer has received it),
+// reaping zerocopy completions from the error queue as it goes.
+func Write(c *net.TCPConn, p []byte, zerocopy bool) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	flags := unix.MSG_DONTWAIT
+	if zerocopy {
+		flags |= unix.MSG_ZEROCOPY
+	}
+	for len(p) > 0 {
 		var w int
 		var serr error
-		flags := 0
-		if o.ZeroCopy {
-			flags = unix.MSG_ZEROCOPY
-		}
 		err := rc.Write(func(fd uintptr) bool {
 			for {
-				w, serr = unix.SendmsgN(int(fd), p, nil, nil, flags|unix.MSG_DONTWAIT)
+				w, serr = unix.SendmsgN(int(fd), p, nil, nil, flags)
 				switch serr {
 				case unix.EINTR:
 					continue
 				case unix.EAGAIN:
+					if zerocopy {
+						drainErrQueue(int(fd))
+					}
 					return false
 				case unix.ENOBUFS:
 					// Too many zerocopy sends outstanding: reap completions.
@@ -88,25 +114,12 @@ func Send(c *net.TCPConn, total int64, o Options) error {
 		if serr != nil {
 			return fmt.Errorf("zcsend: send: %w", serr)
 		}
-		sent += int64(w)
-		sends++
-		if o.ZeroCopy && sends%64 == 0 {
-			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
-		}
+		p = p[w:]
 	}
-	if err := c.CloseWrite(); err != nil {
-		return err
+	if zerocopy {
+		return rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
 	}
-	// Wait for the receiver to close, reaping zerocopy completions meanwhile.
-	buf := make([]byte, 4096)
-	for {
-		if o.ZeroCopy {
-			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
-		}
-		if _, err := c.Read(buf); err != nil {
-			return nil // EOF or reset: the receiver is done either way
-		}
-	}
+	return nil
 }
 
 // drainErrQueue reads MSG_ZEROCOPY completions from the socket's error queue and returns

@@ -17,3 +17,6 @@ func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
 
 // Send fails: MSG_ZEROCOPY is Linux-only.
 func Send(c *net.TCPConn, total int64, o Options) error { return errNotLinux }
+
+// Write fails: MSG_ZEROCOPY is Linux-only.
+func Write(c *net.TCPConn, p []byte, zerocopy bool) error { return errNotLinux }
