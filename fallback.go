@@ -6,8 +6,8 @@ import "github.com/valyala/bytebufferpool"
 // buffer is smaller: one recv(2) then serves many small Reads.
 const copyBufSize = 64 << 10
 
-// fallback holds bytes received by copying (recv(2), or the kernel's copy of an unaligned
-// tail) that the caller has not consumed yet: b.B[r:w]. Its buffer comes from
+// fallback holds bytes received by copying (recv(2)) that the caller has not consumed
+// yet: b.B[r:w]. Its buffer comes from
 // bytebufferpool (bufPools) and goes back there as soon as it is drained, so an idle conn
 // holds none.
 //

@@ -48,8 +48,10 @@ type Options struct {
 	RingSize int
 	// PageAlignedMSS makes a listener advertise a maximum segment size of one page of
 	// payload (TCP_MAXSEG = page size + 12 bytes of timestamp option), so that each
-	// segment a peer sends fills exactly one page: the payload the kernel can map.
-	// It is ignored by Dialer and NewConn.
+	// segment a peer sends fills exactly one page: the payload the kernel can map. It
+	// assumes TCP timestamps (on by default in Linux); without them segments carry 12
+	// bytes more than a page and none can be mapped. It is ignored by Dialer and NewConn,
+	// and where the fast path does not exist (non-Linux).
 	PageAlignedMSS bool
 }
 

@@ -21,9 +21,6 @@ type ring struct {
 	clean int    // mem[:clean] holds none (consumed pages released while bytes are pending)
 }
 
-// errRingReserved is returned by reserve when the ring already has its VMA.
-var errRingReserved = errors.New("zcnet: ring already reserved")
-
 // ptSpan is the address range one page-table page covers (a PMD entry): rings aligned to
 // it do not share a page-table lock with other mappings. It is capped so that hosts with
 // 64 KiB pages (512 MiB spans) do not reserve absurd padding.
@@ -39,7 +36,7 @@ func ptSpan() int {
 // aligned to the page-table span, and trims the padding so that exactly one VMA remains.
 func (r *ring) reserve(s *sysCalls, fd int, size int) error {
 	if r.mem != nil {
-		return errRingReserved
+		return errors.New("zcnet: ring already reserved")
 	}
 	align := ptSpan()
 	if size < align {
@@ -95,7 +92,7 @@ func (r *ring) consume(n int) {
 func (r *ring) room() int { return len(r.mem) - r.tail }
 
 // prepare fills zc to map up to want bytes (rounded down to pages, limited by room) at
-// tail, and reports whether the target range is known to hold no pages.
+// tail, with the TLB-clean hint when the target range is known to hold no pages.
 func (r *ring) prepare(zc *zerocopyReceive, want int) {
 	if want > r.room() {
 		want = r.room()

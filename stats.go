@@ -9,8 +9,8 @@ import (
 type Stats struct {
 	// MappedBytes were received by mapping pages (TCP_ZEROCOPY_RECEIVE).
 	MappedBytes uint64
-	// CopiedBytes were received by copying: recv(2), or the kernel's copy of an unaligned
-	// tail in the same call.
+	// CopiedBytes were received by copying (recv(2)): unaligned payload, tails under a
+	// page, and everything on the copy path.
 	CopiedBytes uint64
 	// ZerocopyCalls counts TCP_ZEROCOPY_RECEIVE calls; RecvCalls counts recv(2) calls.
 	ZerocopyCalls, RecvCalls uint64

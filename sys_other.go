@@ -39,7 +39,8 @@ func isEAGAIN(err error) bool { return false }
 func isEINTR(err error) bool  { return false }
 func isEIO(err error) bool    { return false }
 
-func setMSS(fd uintptr, mss int) error { return errNotLinux }
+// setMSS does nothing here: a page-sized MSS only serves the mapping path.
+func setMSS(fd uintptr, mss int) error { return nil }
 
 // Supported returns nil when this process can receive with TCP_ZEROCOPY_RECEIVE, and
 // otherwise an error saying why not. On this platform it never can; conns copy.

@@ -145,9 +145,6 @@ func (c *Conn) unmapPending() {
 // rest returns all pending bytes at the end of the stream (or an error) for Next.
 func (c *Conn) rest(err error) ([]byte, error) {
 	if c.buffered() == 0 {
-		if err == io.EOF {
-			c.eof = true
-		}
 		return nil, c.opErr("read", err)
 	}
 	if c.ring.buffered() > 0 {
@@ -155,8 +152,6 @@ func (c *Conn) rest(err error) ([]byte, error) {
 	}
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
-	} else {
-		c.rerr = nil
 	}
 	return c.bufView(c.buf.buffered()), c.opErr("read", err)
 }
