@@ -15,7 +15,9 @@ import (
 // and WriteTo put the mark back to 1 before they wait.
 //
 // Where the n bytes lie contiguously in mapped pages, the slice points into the mapping;
-// otherwise they are gathered in a pooled buffer. Either way the slice is read-only and
+// otherwise they are gathered in a pooled buffer. A view cannot wrap around the end of
+// the ring, so with sizes that vary, a RingSize several times the largest n keeps most
+// views in place (Stats.ViewBytes against AssembledBytes shows the split). Either way the slice is read-only and
 // valid only until the next read-side call on the conn (Read, Next, WriteTo, Close):
 // after that its memory is reused or unmapped. Writing into a slice that points into the
 // mapping faults (the mapping is PROT_READ): copy it first if it must be modified.
