@@ -37,11 +37,8 @@ type ListenConfig struct {
 // "tcp4" and "tcp6". With Options.PageAlignedMSS the listening socket advertises a
 // maximum segment size of one page of payload.
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
-	if err := checkNetwork("listen", network, address); err != nil {
+	if err := checkArgs("listen", network, &lc.Options); err != nil {
 		return nil, err
-	}
-	if _, err := lc.Options.validate(); err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
 	cfg := lc.ListenConfig
 	if lc.Options.PageAlignedMSS {
@@ -66,13 +63,18 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 	return NewListener(ln, lc.Options), nil
 }
 
-// checkNetwork rejects networks other than TCP ones.
-func checkNetwork(op, network, address string) error {
+// checkArgs rejects, for op ("listen" or "dial"), networks other than TCP ones and
+// invalid options.
+func checkArgs(op, network string, opts *Options) error {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		return nil
+	default:
+		return &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
 	}
-	return &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
+	if _, err := opts.validate(); err != nil {
+		return &net.OpError{Op: op, Net: network, Err: err}
+	}
+	return nil
 }
 
 // NewListener wraps inner: Accept turns each *net.TCPConn it returns into a *Conn with
@@ -161,11 +163,8 @@ type Dialer struct {
 // DialContext connects to address on "tcp", "tcp4" or "tcp6", as net.Dialer.DialContext,
 // and returns the connection as a *Conn.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (*Conn, error) {
-	if err := checkNetwork("dial", network, address); err != nil {
+	if err := checkArgs("dial", network, &d.Options); err != nil {
 		return nil, err
-	}
-	if _, err := d.Options.validate(); err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	c, err := d.Dialer.DialContext(ctx, network, address)
 	if err != nil {
