@@ -378,6 +378,12 @@ func testDeadlineFlips(t *testing.T, addr string, conns <-chan *Conn, kind readK
 		sent = sendMappable(t, addr, total)
 	}
 	c := <-conns
+	// Start with a call under a past deadline, so that at least one times out even when
+	// the stream is over before the flipper's first change.
+	c.SetReadDeadline(time.Now().Add(-time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("Read under a past deadline: %v, want a timeout", err)
+	}
 	stop := make(chan struct{})
 	flipped := make(chan struct{})
 	go func() {
@@ -403,7 +409,7 @@ func testDeadlineFlips(t *testing.T, addr string, conns <-chan *Conn, kind readK
 	w := &patternWriter{}
 	rnd := rand.New(rand.NewPCG(uint64(kind), 10))
 	buf := make([]byte, 256<<10)
-	timeouts := 0
+	timeouts := 1
 	end := time.Now().Add(30 * time.Second)
 	var err error
 	for time.Now().Before(end) {
