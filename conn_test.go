@@ -284,12 +284,10 @@ var senders = []struct {
 	mappable bool
 }{{"mappable", true}, {"plain", false}}
 
-// TestEOFAfterData checks, in every mode and with both kinds of sender, that a stream
-// ended by the peer's FIN is read exactly (SHA-256), ends with io.EOF (never EIO or
-// another error), and keeps returning io.EOF; Stats count every byte, and in
-// ModeZeroCopy a mappable stream was mapped (at least 98%).
-func TestEOFAfterData(t *testing.T) {
-	const total = 8<<20 + 123
+// eachPair runs f as a subtest for every mode and both kinds of sender, with a zcnet conn
+// in that mode facing a sender of that kind (the mappable one in ModeZeroCopy only where
+// the fast path is available).
+func eachPair(t *testing.T, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
 	for _, m := range modes {
 		for _, s := range senders {
 			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
@@ -297,37 +295,48 @@ func TestEOFAfterData(t *testing.T) {
 					requireSupported(t)
 				}
 				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
-				sent := sendStream(sc, total, s.mappable, false)
-				got, sum, err := readStream(c, rand.New(rand.NewSource(2)), 256<<10)
-				if err != nil {
-					t.Fatalf("after %d bytes: %v", got, err)
-				}
-				if err := <-sent; err != nil {
-					t.Fatal(err)
-				}
-				if got != total || sum != patternSum(total) {
-					t.Fatalf("read %d bytes, want %d; sha256 match: %v", got, int64(total), sum == patternSum(total))
-				}
-				for range 2 {
-					if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
-						t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
-					}
-				}
-				st := c.Stats()
-				if st.MappedBytes+st.CopiedBytes != total {
-					t.Errorf("stats count %d received bytes, want %d: %+v", st.MappedBytes+st.CopiedBytes, int64(total), st)
-				}
-				// The bound leaves room for the few short segments a sender that had to
-				// wait for the reader sends (partial writes), which cannot be mapped.
-				if m == ModeZeroCopy && s.mappable && st.MappedShare() < 0.98 {
-					t.Errorf("mapped share %.4f < 0.98: %+v", st.MappedShare(), st)
-				}
-				if m == ModeCopy && st.MappedBytes != 0 {
-					t.Errorf("ModeCopy mapped %d bytes", st.MappedBytes)
-				}
+				f(t, m, s.mappable, c, sc)
 			})
 		}
 	}
+}
+
+// TestEOFAfterData checks, in every mode and with both kinds of sender, that a stream
+// ended by the peer's FIN is read exactly (SHA-256), ends with io.EOF (never EIO or
+// another error), and keeps returning io.EOF; Stats count every byte, and in
+// ModeZeroCopy a mappable stream was mapped (at least 98%).
+func TestEOFAfterData(t *testing.T) {
+	const total = 8<<20 + 123
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
+		got, sum, err := readStream(c, rand.New(rand.NewSource(2)), 256<<10)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", got, err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		if got != total || sum != patternSum(total) {
+			t.Fatalf("read %d bytes, want %d; sha256 match: %v", got, int64(total), sum == patternSum(total))
+		}
+		for range 2 {
+			if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+				t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
+			}
+		}
+		st := c.Stats()
+		if st.MappedBytes+st.CopiedBytes != total {
+			t.Errorf("stats count %d received bytes, want %d: %+v", st.MappedBytes+st.CopiedBytes, int64(total), st)
+		}
+		// The bound leaves room for the few short segments a sender that had to
+		// wait for the reader sends (partial writes), which cannot be mapped.
+		if m == ModeZeroCopy && mappable && st.MappedShare() < 0.98 {
+			t.Errorf("mapped share %.4f < 0.98: %+v", st.MappedShare(), st)
+		}
+		if m == ModeCopy && st.MappedBytes != 0 {
+			t.Errorf("ModeCopy mapped %d bytes", st.MappedBytes)
+		}
+	})
 }
 
 // waitAcked waits until the peer has acknowledged every byte written to c (SIOCOUTQ is 0),
@@ -797,61 +806,53 @@ func TestCloseRacingRead(t *testing.T) {
 // a splice could bypass the bytes it holds.
 func TestCopyToFileAfterPartialReads(t *testing.T) {
 	const total = 4<<20 + 555
-	for _, m := range modes {
-		for _, s := range senders {
-			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
-				if m == ModeZeroCopy && s.mappable {
-					requireSupported(t)
-				}
-				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
-				if _, ok := any(c).(syscall.Conn); ok {
-					t.Fatal("*Conn implements syscall.Conn")
-				}
-				var nc net.Conn = c
-				if _, ok := nc.(syscall.Conn); ok {
-					t.Fatal("the net.Conn implements syscall.Conn")
-				}
-				f, err := os.Create(filepath.Join(t.TempDir(), "stream"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				sent := sendStream(sc, total, s.mappable, false)
-				buf := make([]byte, 10000)
-				for _, k := range []int{1, 7, 4096, 10000, 3} {
-					n, err := c.Read(buf[:k])
-					if err != nil {
-						t.Fatal(err)
-					}
-					if _, err := f.Write(buf[:n]); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if _, err := io.Copy(f, nc); err != nil {
-					t.Fatal(err)
-				}
-				if err := <-sent; err != nil {
-					t.Fatal(err)
-				}
-				if _, err := f.Seek(0, io.SeekStart); err != nil {
-					t.Fatal(err)
-				}
-				h := sha256.New()
-				n, err := io.Copy(h, f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if n != total || [32]byte(h.Sum(nil)) != patternSum(total) {
-					t.Fatalf("file holds %d bytes, want %d; sha256 match: %v", n, int64(total), [32]byte(h.Sum(nil)) == patternSum(total))
-				}
-				if m == ModeZeroCopy && s.mappable {
-					if st := c.Stats(); st.MappedShare() < 0.98 {
-						t.Errorf("mapped share %.4f < 0.98: %+v", st.MappedShare(), st)
-					}
-				}
-			})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		if _, ok := any(c).(syscall.Conn); ok {
+			t.Fatal("*Conn implements syscall.Conn")
 		}
-	}
+		var nc net.Conn = c
+		if _, ok := nc.(syscall.Conn); ok {
+			t.Fatal("the net.Conn implements syscall.Conn")
+		}
+		f, err := os.Create(filepath.Join(t.TempDir(), "stream"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		sent := sendStream(sc, total, mappable, false)
+		buf := make([]byte, 10000)
+		for _, k := range []int{1, 7, 4096, 10000, 3} {
+			n, err := c.Read(buf[:k])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(buf[:n]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := io.Copy(f, nc); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != total || [32]byte(h.Sum(nil)) != patternSum(total) {
+			t.Fatalf("file holds %d bytes, want %d; sha256 match: %v", n, int64(total), [32]byte(h.Sum(nil)) == patternSum(total))
+		}
+		if m == ModeZeroCopy && mappable {
+			if st := c.Stats(); st.MappedShare() < 0.98 {
+				t.Errorf("mapped share %.4f < 0.98: %+v", st.MappedShare(), st)
+			}
+		}
+	})
 }
 
 // TestBadInput checks that Listen, ListenConfig, Dialer, NewListener and NewConn reject
@@ -945,46 +946,38 @@ func TestBadInput(t *testing.T) {
 // mapping call hands that EPIPE over in its err field; it must not surface.
 func TestResetAfterFIN(t *testing.T) {
 	const total = 32 << 10
-	for _, m := range modes {
-		for _, s := range senders {
-			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
-				if m == ModeZeroCopy && s.mappable {
-					requireSupported(t)
-				}
-				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
-				if err := writeStream(sc, 0, total, s.mappable); err != nil {
-					t.Fatal(err)
-				}
-				waitAcked(t, sc)
-				if err := sc.CloseWrite(); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(20 * time.Millisecond) // the FIN reaches the receiver first
-				sc.SetLinger(0)
-				sc.Close()
-				time.Sleep(20 * time.Millisecond) // then the reset
-				var got int64
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := c.Read(buf)
-					if o := checkPattern(got, buf[:n]); o >= 0 {
-						t.Fatalf("stream differs at offset %d", o)
-					}
-					got += int64(n)
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						t.Fatalf("after %d of %d bytes: %v, want io.EOF", got, total, err)
-					}
-				}
-				if got != total {
-					t.Fatalf("received %d bytes, want %d", got, total)
-				}
-				if st := c.Stats(); m == ModeZeroCopy && s.mappable && st.MappedBytes == 0 {
-					t.Fatalf("nothing mapped: %+v", st)
-				}
-			})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		if err := writeStream(sc, 0, total, mappable); err != nil {
+			t.Fatal(err)
 		}
-	}
+		waitAcked(t, sc)
+		if err := sc.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the FIN reaches the receiver first
+		sc.SetLinger(0)
+		sc.Close()
+		time.Sleep(20 * time.Millisecond) // then the reset
+		var got int64
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := c.Read(buf)
+			if o := checkPattern(got, buf[:n]); o >= 0 {
+				t.Fatalf("stream differs at offset %d", o)
+			}
+			got += int64(n)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v, want io.EOF", got, total, err)
+			}
+		}
+		if got != total {
+			t.Fatalf("received %d bytes, want %d", got, total)
+		}
+		if st := c.Stats(); m == ModeZeroCopy && mappable && st.MappedBytes == 0 {
+			t.Fatalf("nothing mapped: %+v", st)
+		}
+	})
 }

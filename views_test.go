@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand"
+	"net"
 	"testing"
 )
 
@@ -178,59 +179,51 @@ func TestNextBadCounts(t *testing.T) {
 // mode and with both kinds of sender: the bytes come out in exact stream order.
 func TestNextReadInterleaved(t *testing.T) {
 	const total = 16<<20 + 17
-	for _, m := range modes {
-		for _, s := range senders {
-			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
-				if m == ModeZeroCopy && s.mappable {
-					requireSupported(t)
-				}
-				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
-				sent := sendStream(sc, total, s.mappable, false)
-				rnd := rand.New(rand.NewSource(7))
-				buf := make([]byte, 1<<20)
-				h := sha256.New()
-				var got int64
-				var reads, nexts int
-				for {
-					var p []byte
-					var err error
-					n := 1 + rnd.Intn(1<<(1+rnd.Intn(20)))
-					if rnd.Intn(2) == 0 {
-						p, err = c.Next(n)
-						nexts++
-					} else {
-						n, err = c.Read(buf[:n])
-						p = buf[:n]
-						reads++
-					}
-					if o := checkPattern(got, p); o >= 0 {
-						t.Fatalf("stream differs at offset %d (after %d Reads and %d Nexts)", o, reads, nexts)
-					}
-					h.Write(p)
-					got += int64(len(p))
-					if err == io.EOF || err == io.ErrUnexpectedEOF {
-						break
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := <-sent; err != nil {
-					t.Fatal(err)
-				}
-				if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
-					t.Fatalf("read %d bytes, want %d", got, int64(total))
-				}
-				if m == ModeZeroCopy && s.mappable {
-					st := c.Stats()
-					if st.ViewBytes == 0 || st.MappedShare() < 0.95 {
-						t.Errorf("mapped share %.4f, %d bytes passed on as views; want at least 0.95 and some: %+v",
-							st.MappedShare(), st.ViewBytes, st)
-					}
-				}
-			})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
+		rnd := rand.New(rand.NewSource(7))
+		buf := make([]byte, 1<<20)
+		h := sha256.New()
+		var got int64
+		var reads, nexts int
+		for {
+			var p []byte
+			var err error
+			n := 1 + rnd.Intn(1<<(1+rnd.Intn(20)))
+			if rnd.Intn(2) == 0 {
+				p, err = c.Next(n)
+				nexts++
+			} else {
+				n, err = c.Read(buf[:n])
+				p = buf[:n]
+				reads++
+			}
+			if o := checkPattern(got, p); o >= 0 {
+				t.Fatalf("stream differs at offset %d (after %d Reads and %d Nexts)", o, reads, nexts)
+			}
+			h.Write(p)
+			got += int64(len(p))
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
+			t.Fatalf("read %d bytes, want %d", got, int64(total))
+		}
+		if m == ModeZeroCopy && mappable {
+			st := c.Stats()
+			if st.ViewBytes == 0 || st.MappedShare() < 0.95 {
+				t.Errorf("mapped share %.4f, %d bytes passed on as views; want at least 0.95 and some: %+v",
+					st.MappedShare(), st.ViewBytes, st)
+			}
+		}
+	})
 }
 
 // TestWriteToMapped drains a mappable stream with io.Copy into a hashing writer in
@@ -268,38 +261,30 @@ func TestWriteToMapped(t *testing.T) {
 // and Next left the stream, and returns a nil error at its end.
 func TestWriteToAfterNext(t *testing.T) {
 	const total = 4<<20 + 3
-	for _, m := range modes {
-		for _, s := range senders {
-			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
-				if m == ModeZeroCopy && s.mappable {
-					requireSupported(t)
-				}
-				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
-				sent := sendStream(sc, total, s.mappable, false)
-				h := sha256.New()
-				buf := make([]byte, 5000)
-				n, err := io.ReadFull(c, buf[:1234])
-				if err != nil {
-					t.Fatal(err)
-				}
-				h.Write(buf[:n])
-				v, err := c.Next(8192 + 5)
-				if err != nil {
-					t.Fatal(err)
-				}
-				h.Write(v)
-				k, err := c.WriteTo(struct{ io.Writer }{h})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := <-sent; err != nil {
-					t.Fatal(err)
-				}
-				got := int64(n+len(v)) + k
-				if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
-					t.Fatalf("got %d bytes, want %d; sha256 match: %v", got, int64(total), [32]byte(h.Sum(nil)) == patternSum(total))
-				}
-			})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
+		h := sha256.New()
+		buf := make([]byte, 5000)
+		n, err := io.ReadFull(c, buf[:1234])
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		h.Write(buf[:n])
+		v, err := c.Next(8192 + 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(v)
+		k, err := c.WriteTo(struct{ io.Writer }{h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		got := int64(n+len(v)) + k
+		if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
+			t.Fatalf("got %d bytes, want %d; sha256 match: %v", got, int64(total), [32]byte(h.Sum(nil)) == patternSum(total))
+		}
+	})
 }
