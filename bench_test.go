@@ -70,8 +70,8 @@ func benchCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// benchListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
-func benchListen(b *testing.B, pageMSS bool) net.Listener {
+// loopbackListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
+func loopbackListen(b testing.TB, pageMSS bool) net.Listener {
 	b.Helper()
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		if !pageMSS {
@@ -120,7 +120,7 @@ func benchChild(b *testing.B, env string, stdin io.Reader, wantStdout bool) (*ex
 func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	setup func(r io.Reader, c *Conn) func() (int64, error)) {
 	b.StopTimer()
-	ln := benchListen(b, snd.PageMSS)
+	ln := loopbackListen(b, snd.PageMSS)
 	defer ln.Close()
 	total := int64(b.N) * benchUnit
 	cmd, _ := benchChild(b, zcsend.ProcessEnv+"="+zcsend.EnvValue(ln.Addr().String(), total, snd), nil, false)
@@ -271,7 +271,7 @@ func BenchmarkPingPong(b *testing.B) {
 			name = "recv=zcnet"
 		}
 		b.Run(name, func(b *testing.B) {
-			ln := benchListen(b, false)
+			ln := loopbackListen(b, false)
 			defer ln.Close()
 			echoed := make(chan error, 1)
 			go func() {
@@ -358,7 +358,7 @@ func benchIdle(b *testing.B, n int, zc, blocked bool) (rss, heap, stack float64)
 			b.Skipf("RLIMIT_NOFILE %d too low for %d conns", lim.Cur, n)
 		}
 	}
-	ln := benchListen(b, false)
+	ln := loopbackListen(b, false)
 	defer ln.Close()
 	before, heapBefore, stackBefore := benchRSS(b)
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))

@@ -84,21 +84,7 @@ func newFaultSeam(op string, err error, armed bool) *faultSeam {
 
 // pageMSSListen listens on loopback advertising a page-sized MSS, so that a MSG_ZEROCOPY
 // sender's payload is mappable.
-func pageMSSListen(t testing.TB) net.Listener {
-	t.Helper()
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = setMSS(fd, pageSize+12) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
+func pageMSSListen(t testing.TB) net.Listener { return loopbackListen(t, true) }
 
 // pacedSend sends total pattern bytes to addr with a page MSS and MSG_ZEROCOPY, pausing
 // after each chunk (so that the receiver empties its queue and waits), and then either
