@@ -284,6 +284,22 @@ var senders = []struct {
 	mappable bool
 }{{"mappable", true}, {"plain", false}}
 
+// wantStream fails the test unless a reader that ended with err received exactly the
+// total bytes of the pattern (got bytes hashing to sum) and the sender, whose result
+// sent yields, succeeded.
+func wantStream(t *testing.T, got int64, sum [32]byte, err error, sent <-chan error, total int64) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("after %d bytes: %v", got, err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if want := patternSum(total); got != total || sum != want {
+		t.Fatalf("received %d bytes, want %d; sha256 match: %v", got, total, sum == want)
+	}
+}
+
 // eachPair runs f as a subtest for every mode and both kinds of sender, with a zcnet conn
 // in that mode facing a sender of that kind (the mappable one in ModeZeroCopy only where
 // the fast path is available).
@@ -310,15 +326,7 @@ func TestEOFAfterData(t *testing.T) {
 	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		sent := sendStream(sc, total, mappable, false)
 		got, sum, err := readStream(c, rand.New(rand.NewSource(2)), 256<<10)
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", got, err)
-		}
-		if err := <-sent; err != nil {
-			t.Fatal(err)
-		}
-		if got != total || sum != patternSum(total) {
-			t.Fatalf("read %d bytes, want %d; sha256 match: %v", got, int64(total), sum == patternSum(total))
-		}
+		wantStream(t, got, sum, err, sent, total)
 		for range 2 {
 			if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
 				t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)

@@ -47,15 +47,7 @@ func TestNextMappedViews(t *testing.T) {
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
 	sent := sendStream(sc, total, true, false)
 	got, sum, err := nextStream(t, c, rand.New(rand.NewSource(5)), 1<<20)
-	if err != nil {
-		t.Fatalf("after %d bytes: %v", got, err)
-	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
-	if got != total || sum != patternSum(total) {
-		t.Fatalf("views hold %d bytes, want %d; sha256 match: %v", got, int64(total), sum == patternSum(total))
-	}
+	wantStream(t, got, sum, err, sent, total)
 	st := c.Stats()
 	t.Logf("stats: %+v, mapped share %.4f", st, st.MappedShare())
 	if st.ViewBytes == 0 {
@@ -81,15 +73,7 @@ func TestNextAssembled(t *testing.T) {
 			c, sc := pairWith(t, Options{Mode: m}, false)
 			sent := sendStream(sc, total, false, false)
 			got, sum, err := nextStream(t, c, rand.New(rand.NewSource(6)), 256<<10)
-			if err != nil {
-				t.Fatalf("after %d bytes: %v", got, err)
-			}
-			if err := <-sent; err != nil {
-				t.Fatal(err)
-			}
-			if got != total || sum != patternSum(total) {
-				t.Fatalf("views hold %d bytes, want %d; sha256 match: %v", got, int64(total), sum == patternSum(total))
-			}
+			wantStream(t, got, sum, err, sent, total)
 			st := c.Stats()
 			if st.AssembledBytes == 0 {
 				t.Errorf("no view was assembled: %+v", st)
