@@ -276,7 +276,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	// than a recv(2) into p would. A p of half the ring or more leaves no such gain:
 	// ModeAuto reads it with recv(2).
 	if c.mode != ModeAuto || len(p) < c.ringSize/2 {
-		if mapped, err := c.tryMap(direct, max(len(p), copyBufSize)); mapped {
+		if mapped, err := c.tryMap(direct, bulkFill); mapped {
 			return 0, err
 		}
 	}
@@ -290,7 +290,8 @@ func (c *Conn) readFill(p []byte) (int, error) {
 }
 
 // tryMap fills the ring by mapping when the conn's mode picks mapping for this fill (a
-// fill that only explores the mapping path takes at most exploreWant bytes). It reports
+// fill that only explores the mapping path takes at most exploreWant bytes: enough pages
+// to price them, not a whole ring that the copy path would have taken more cheaply). It reports
 // whether it did; when it did not, or mapping was just turned off, the caller copies.
 func (c *Conn) tryMap(userCopy bool, exploreWant int) (bool, error) {
 	useMap, explore := c.chooseMap(userCopy)

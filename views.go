@@ -196,7 +196,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		// Everything buffered was written: a fill that fails leaves nothing behind.
-		mapped, err := c.tryMap(false, copyBufSize)
+		mapped, err := c.tryMap(false, bulkFill)
 		if !mapped {
 			_, err = c.fillBuf(copyBufSize, 1)
 		}
