@@ -70,6 +70,24 @@ func benchCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchAccept accepts the next conn of ln, as a zcnet Conn (default Options) when zc is
+// set and as the plain net.Conn otherwise.
+func benchAccept(b *testing.B, ln net.Listener, zc bool) net.Conn {
+	b.Helper()
+	nc, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !zc {
+		return nc
+	}
+	c, err := NewConn(nc.(*net.TCPConn), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
 // loopbackListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
 func loopbackListen(b testing.TB, pageMSS bool) net.Listener {
 	b.Helper()
@@ -284,16 +302,7 @@ func BenchmarkPingPong(b *testing.B) {
 				_, err = io.Copy(c, c)
 				echoed <- err
 			}()
-			nc, err := ln.Accept()
-			if err != nil {
-				b.Fatal(err)
-			}
-			var rw io.ReadWriteCloser = nc
-			if zc {
-				if rw, err = NewConn(nc.(*net.TCPConn), Options{}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			rw := benchAccept(b, ln, zc)
 			msg, in := make([]byte, 64), make([]byte, 64)
 			rtt := make([]time.Duration, b.N)
 			b.ResetTimer()
@@ -376,16 +385,7 @@ func benchIdle(b *testing.B, n int, zc, blocked bool) (rss, heap, stack float64)
 	}()
 	small := make([]byte, 16)
 	for range n {
-		nc, err := ln.Accept()
-		if err != nil {
-			b.Fatal(err)
-		}
-		var r io.ReadCloser = nc
-		if zc {
-			if r, err = NewConn(nc.(*net.TCPConn), Options{}); err != nil {
-				b.Fatal(err)
-			}
-		}
+		r := benchAccept(b, ln, zc)
 		closers = append(closers, r)
 		if _, err := r.Read(small); err != nil {
 			b.Fatal(err)

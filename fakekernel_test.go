@@ -465,6 +465,12 @@ func (k *fakeKernel) recvFn(fd int, p []byte) (int, error) {
 		k.recvBytes += n
 		return n, nil
 	}
+	return k.emptyQueue()
+}
+
+// emptyQueue is what recv(2) answers with nothing queued: a pending socket error (which
+// sock_error clears), 0 at the end of the stream, or EAGAIN.
+func (k *fakeKernel) emptyQueue() (int, error) {
 	if e := k.sockErr; e != 0 {
 		k.sockErr = 0
 		return 0, e
@@ -484,14 +490,7 @@ func (k *fakeKernel) peekFn(fd int) (int, error) {
 	if k.inq() > 0 {
 		return 1, nil
 	}
-	if e := k.sockErr; e != 0 {
-		k.sockErr = 0
-		return 0, e
-	}
-	if k.shut {
-		return 0, nil
-	}
-	return 0, unix.EAGAIN
+	return k.emptyQueue()
 }
 
 // zerocopyFn is tcp_zerocopy_receive plus the getsockopt wrapper around it.
