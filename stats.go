@@ -25,6 +25,20 @@ type Stats struct {
 	// ViewBytes were handed out by Next or WriteTo straight from mapped pages, with no copy
 	// in user space; AssembledBytes had to be gathered into a pooled buffer by Next.
 	ViewBytes, AssembledBytes uint64
+	// CopiedBytes by cause: the five add up to CopiedBytes.
+	//   - CopiedPolicy: the mode chose to copy (ModeCopy, or ModeAuto found copying cheaper);
+	//   - CopiedDisabled: mapping was not available (unsupported host, a failed mapping
+	//     call, a process-wide budget reached; FallbackReason says which);
+	//   - CopiedTail: less than a page was queued, or an unaligned head or tail around pages;
+	//   - CopiedSegment: segments do not carry a page of payload (TCP_INFO's rcv_mss is not
+	//     the page size): set PageAlignedMSS on the listener, or use NIC header split;
+	//   - CopiedPageKind: page-sized segments the kernel still would not map, because the
+	//     sender's pages are compound or page cache (on loopback, a sender without
+	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
+	CopiedPolicy, CopiedDisabled, CopiedTail, CopiedSegment, CopiedPageKind uint64
+	// Releases counts the calls that dropped consumed mapped pages (madvise), and
+	// ReleasedBytes the bytes of address space they covered: their ratio shows the batching.
+	Releases, ReleasedBytes uint64
 	// FallbackReason says why the conn stopped (or never started) mapping; it is empty
 	// while mapping is allowed. ModeCopy reads "ModeCopy".
 	FallbackReason string
@@ -43,6 +57,13 @@ func (s *Stats) Add(o Stats) {
 	s.CopyFills += o.CopyFills
 	s.ViewBytes += o.ViewBytes
 	s.AssembledBytes += o.AssembledBytes
+	s.CopiedPolicy += o.CopiedPolicy
+	s.CopiedDisabled += o.CopiedDisabled
+	s.CopiedTail += o.CopiedTail
+	s.CopiedSegment += o.CopiedSegment
+	s.CopiedPageKind += o.CopiedPageKind
+	s.Releases += o.Releases
+	s.ReleasedBytes += o.ReleasedBytes
 	if s.FallbackReason == "" {
 		s.FallbackReason = o.FallbackReason
 	}
@@ -61,6 +82,8 @@ func (s Stats) MappedShare() float64 {
 type counters struct {
 	mapped, copied, zcCalls, recvCalls, skips, waits atomic.Uint64
 	mapFills, copyFills, viewBytes, assembled        atomic.Uint64
+	copyCause                                        [numCauses]atomic.Uint64
+	releases, released                               atomic.Uint64
 	reason                                           atomic.Pointer[string]
 }
 
@@ -76,9 +99,28 @@ func (c *counters) snapshot() Stats {
 		CopyFills:      c.copyFills.Load(),
 		ViewBytes:      c.viewBytes.Load(),
 		AssembledBytes: c.assembled.Load(),
+		CopiedPolicy:   c.copyCause[causePolicy].Load(),
+		CopiedDisabled: c.copyCause[causeDisabled].Load(),
+		CopiedTail:     c.copyCause[causeTail].Load(),
+		CopiedSegment:  c.copyCause[causeSegment].Load(),
+		CopiedPageKind: c.copyCause[causePageKind].Load(),
+		Releases:       c.releases.Load(),
+		ReleasedBytes:  c.released.Load(),
 	}
 	if r := c.reason.Load(); r != nil {
 		s.FallbackReason = *r
 	}
 	return s
 }
+
+// copyCause says why copied bytes were not mapped (see Stats.CopiedPolicy and the rest).
+type copyCause int
+
+const (
+	causePolicy copyCause = iota
+	causeDisabled
+	causeTail
+	causeSegment
+	causePageKind
+	numCauses
+)
