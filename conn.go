@@ -56,7 +56,7 @@ type Conn struct {
 	inRead  bool
 
 	deadline atomic.Int64 // read deadline, UnixNano; 0 = none
-	st       counters
+	st       *counters    // its own allocation: a Listener may hold it without holding the Conn
 }
 
 // NewConn wraps an established TCP connection. The Conn takes it over: use only the Conn
@@ -87,7 +87,7 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 
 // newConn builds the read side over rc and the syscall layer s.
 func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
-	c := &Conn{rc: rc, sys: s, mode: mode, ringSize: ringSize}
+	c := &Conn{rc: rc, sys: s, mode: mode, ringSize: ringSize, st: new(counters)}
 	c.copyFn, c.mapFn = c.copyTry, c.mapTry
 	if mode == ModeCopy {
 		c.disableMap("ModeCopy")
