@@ -3,61 +3,8 @@ package zcnet
 import (
 	"io"
 	"net"
-	"runtime"
 	"time"
-	"unsafe"
 )
-
-// Close closes the connection. Pending reads and writes are unblocked and return errors
-// satisfying errors.Is(err, net.ErrClosed). The ring is unmapped as soon as no read-side
-// call is running. A Next view must not be used after Close: a read racing Close sees
-// zeros rather than faulting, but once the Conn is garbage collected the range is
-// unmapped and may be reused for unrelated memory.
-func (c *Conn) Close() error {
-	c.stateMu.Lock()
-	if c.closed {
-		c.stateMu.Unlock()
-		if c.tc == nil {
-			return &net.OpError{Op: "close", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: net.ErrClosed}
-		}
-		return c.tc.Close()
-	}
-	c.closed = true
-	rel := !c.inRead
-	c.stateMu.Unlock()
-	var err error
-	if c.tc != nil {
-		err = c.tc.Close()
-	}
-	if rel {
-		c.release()
-	}
-	return err
-}
-
-// release frees the ring and the fallback buffer and hands the conn's final counters to
-// its Listener. It runs once, after Close, when no read-side call is running.
-func (c *Conn) release() {
-	if c.viewed && c.ring.reserved() && c.sys.mapAnon != nil {
-		// A Next view may still be read by a caller racing Close: swap the socket's pages
-		// for an empty anonymous mapping (the socket memory is freed now) and unmap it
-		// when the Conn is collected.
-		mem := c.ring.mem
-		if c.sys.mapAnon(unsafe.Pointer(&mem[0]), uintptr(len(mem))) == nil {
-			s := c.sys
-			runtime.AddCleanup(c, func(m []byte) {
-				s.unmap(unsafe.Pointer(&m[0]), uintptr(len(m)))
-			}, mem)
-			c.ring.mem = nil
-		}
-	}
-	c.ring.unmap(c.sys)
-	c.buf.drop()
-	c.viewed = false
-	if c.onClose != nil {
-		c.onClose(c) // no read is left to count more bytes
-	}
-}
 
 // LocalAddr returns the local network address.
 func (c *Conn) LocalAddr() net.Addr { return c.laddr }

@@ -2,16 +2,17 @@ package zcnet
 
 import "github.com/valyala/bytebufferpool"
 
-// copyBufSize is the size of the pooled buffer the copy path reads into when the caller's
-// buffer is smaller: one recv(2) then serves many small Reads.
+// copyBufSize is the size of the pooled buffer a Read smaller than it receives into once
+// a recv(2) straight into the caller's buffer has filled it: one recv(2) then serves many
+// small Reads.
 const copyBufSize = 64 << 10
 
+// minBufSize is the smallest pooled buffer: what a small Next gathers into.
+const minBufSize = 4 << 10
+
 // fallback holds bytes received by copying (recv(2)) that the caller has not consumed
-// yet: b.B[r:w]. Its buffer comes from
-// bytebufferpool (bufPools) and goes back there as soon as it is drained, so an idle conn
-// holds none.
-//
-// Stream order: when both hold bytes, the ring's pending bytes come first, then these.
+// yet: b.B[r:w]. Its buffer comes from bytebufferpool (bufPools) and goes back there as
+// soon as it is drained, so an idle conn holds none.
 type fallback struct {
 	b    *bytebufferpool.ByteBuffer
 	r, w int
@@ -29,16 +30,16 @@ func (f *fallback) pending() []byte {
 	return f.b.B[f.r:f.w]
 }
 
-// bufPools hold the pooled buffers by size class: pool k keeps buffers of copyBufSize<<k
+// bufPools hold the pooled buffers by size class: pool k keeps buffers of minBufSize<<k
 // bytes (the last one also larger ones). bytebufferpool calibrates each pool to the sizes
 // it is given and drops buffers above them, so one pool per size keeps the large buffers
-// Next gathers into as reusable as the copy path's small ones.
-var bufPools [8]bytebufferpool.Pool
+// Next gathers into as reusable as the small ones.
+var bufPools [12]bytebufferpool.Pool
 
 // bufClass is the size class of a buffer of at least n bytes.
 func bufClass(n int) int {
 	k := 0
-	for k < len(bufPools)-1 && copyBufSize<<k < n {
+	for k < len(bufPools)-1 && minBufSize<<k < n {
 		k++
 	}
 	return k
@@ -48,7 +49,7 @@ func bufClass(n int) int {
 func getBuf(n int) *bytebufferpool.ByteBuffer {
 	k := bufClass(n)
 	b := bufPools[k].Get()
-	if want := max(n, copyBufSize<<k); cap(b.B) < want {
+	if want := max(n, minBufSize<<k); cap(b.B) < want {
 		b.B = make([]byte, 0, want)
 	}
 	return b
@@ -61,8 +62,9 @@ func putBuf(b *bytebufferpool.ByteBuffer) {
 	bufPools[bufClass(cap(b.B))].Put(b)
 }
 
-// space returns the free space after the unconsumed bytes, making it at least min bytes
-// (compacting or growing the buffer; unconsumed bytes are kept).
+// space returns the free space after the unconsumed bytes, making it at least min bytes:
+// by compacting, or by moving to a buffer at least twice as large (so that gathering a
+// large view costs linear time); unconsumed bytes are kept.
 func (f *fallback) space(min int) []byte {
 	if f.b == nil {
 		f.b = getBuf(min)
@@ -76,7 +78,7 @@ func (f *fallback) space(min int) []byte {
 	if f.r > 0 && len(b)-n >= min && !f.held {
 		copy(b, b[f.r:f.w])
 	} else {
-		nb := getBuf(n + min)
+		nb := getBuf(max(n+min, 2*len(b)))
 		copy(nb.B[:cap(nb.B)], b[f.r:f.w])
 		if !f.held {
 			putBuf(f.b)
@@ -109,6 +111,14 @@ func (f *fallback) unhold() {
 	}
 }
 
+// idle returns the buffer to the pool when it holds nothing: before a wait, so that a
+// waiting conn holds no buffer.
+func (f *fallback) idle() {
+	if f.b != nil && f.r == f.w && !f.held {
+		f.put()
+	}
+}
+
 // put returns the buffer to the pool.
 func (f *fallback) put() {
 	if f.b != nil {
@@ -118,8 +128,8 @@ func (f *fallback) put() {
 	f.r, f.w = 0, 0
 }
 
-// drop forgets the buffer without returning it to the pool: used at Close, when a view
-// may still be referenced.
+// drop forgets the buffer without returning it to the pool when a view of it may still
+// be referenced: used at Close.
 func (f *fallback) drop() {
 	if !f.held {
 		f.put()

@@ -53,6 +53,12 @@ type Options struct {
 	// bytes more than a page and none can be mapped. It is ignored by Dialer and NewConn,
 	// and where the fast path does not exist (non-Linux).
 	PageAlignedMSS bool
+	// CopyViews makes Next and WriteTo hand out copies instead of mapped memory, as a
+	// debugging aid: writing into a mapped view is a fatal fault of the process, and
+	// keeping one past its validity reads bytes of later messages. With CopyViews, such
+	// code reads or writes a pooled buffer instead, and a race detector or a test can
+	// find it. It costs a copy of every byte.
+	CopyViews bool
 }
 
 // Errors for bad arguments.

@@ -2,41 +2,58 @@ package zcnet
 
 import (
 	"errors"
+	"runtime"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
 // ring is a conn's reserved VMA: the address range TCP_ZEROCOPY_RECEIVE maps socket pages
-// into. The pages in mem[head:tail] are mapped and not yet consumed; pages in
-// mem[clean:dirty] may still be mapped (consumed or not) and are dropped either by the
-// kernel, which zaps a range before it maps into it, or by release when the conn is about
-// to sit idle.
+// into. It is used as a log, not a circle: each mapping goes at tail, into pages that hold
+// nothing (so the kernel is told, with the TLB-clean hint, that it need not zap them), and
+// consumed pages stay mapped until the whole ring has been used. Then one release drops
+// them all and mapping starts again at the beginning: one TLB shootdown per ring cycle,
+// not one per fill or per wait.
 //
-// A ring is used by one reader at a time (the Conn's read lock); it is not safe for
-// concurrent use.
+//	0 ........ lo ........ head ........ tail ........ size
+//	  clean      consumed,    mapped,        clean
+//	             still mapped unconsumed
+//
+// Pages in mem[lo:tail] may be mapped ("pinned": they count against the process-wide
+// budget of pinned bytes); pages outside hold nothing. A ring is used by one goroutine at
+// a time (the reader, or the idle timer while the reader is parked; see idler).
 type ring struct {
-	mem   []byte // the reservation; nil until reserve
-	head  int    // first unconsumed mapped byte
-	tail  int    // end of the mapped bytes; the next mapping starts here
-	dirty int    // mem[clean:dirty] may hold mapped pages
-	clean int    // mem[:clean] holds none (consumed pages released while bytes are pending)
+	mem  []byte // the reservation; nil until reserve
+	lo   int    // first page that may still be mapped
+	head int    // first unconsumed mapped byte
+	tail int    // end of the mapped bytes; the next mapping starts here
+	want int    // the size to reserve
+	sys  *sysCalls
+	st   *counters // the conn's: releases are counted there
 }
 
 // ptSpan is the address range one page-table page covers (a PMD entry): rings aligned to
 // it do not share a page-table lock with other mappings. It is capped so that hosts with
 // 64 KiB pages (512 MiB spans) do not reserve absurd padding.
 func ptSpan() int {
-	s := pageSize * (pageSize / 8)
-	if s > 32<<20 {
-		s = 32 << 20
-	}
-	return s
+	return min(pageSize*(pageSize/8), 32<<20)
 }
 
-// reserve maps size bytes (a multiple of the page size) of address space on the socket fd,
-// aligned to the page-table span, and trims the padding so that exactly one VMA remains.
-func (r *ring) reserve(s *sysCalls, fd int, size int) error {
+// errBudget reports that a process-wide limit (rings, their address space, or pinned
+// bytes) refused a reservation or a mapping.
+var errBudget = errors.New("process-wide mapping budget reached")
+
+// reserve maps r.want bytes (a multiple of the page size) of address space on the socket
+// fd, aligned to the page-table span, and trims the padding so that exactly one VMA
+// remains. It fails with errBudget, reserving nothing, when the process's ring limits
+// are reached.
+func (r *ring) reserve(fd int) error {
+	size := r.want
 	if r.mem != nil {
 		return errors.New("zcnet: ring already reserved")
+	}
+	if !budget.takeRing(size) {
+		return errBudget
 	}
 	align := ptSpan()
 	if size < align {
@@ -46,24 +63,24 @@ func (r *ring) reserve(s *sysCalls, fd int, size int) error {
 			align <<= 1
 		}
 	}
-	if align < pageSize {
-		align = pageSize
-	}
+	align = max(align, pageSize)
 	pad := align - pageSize
-	p, err := s.reserve(fd, uintptr(size+pad))
+	p, err := r.sys.reserve(fd, uintptr(size+pad))
 	if err != nil {
+		budget.putRing(size)
+		budget.reserveFailed()
 		return err
 	}
 	base := uintptr(p)
 	aligned := (base + uintptr(align-1)) &^ uintptr(align-1)
 	if head := aligned - base; head > 0 {
-		s.unmap(p, head) // padding only: a failure leaves harmless reserved space
+		r.sys.unmap(p, head) // padding only: a failure leaves harmless reserved space
 	}
 	if tailPad := base + uintptr(size+pad) - (aligned + uintptr(size)); tailPad > 0 {
-		s.unmap(unsafe.Add(p, aligned-base+uintptr(size)), tailPad)
+		r.sys.unmap(unsafe.Add(p, aligned-base+uintptr(size)), tailPad)
 	}
 	r.mem = unsafe.Slice((*byte)(unsafe.Add(p, aligned-base)), size)
-	r.head, r.tail, r.dirty, r.clean = 0, 0, 0, 0
+	r.lo, r.head, r.tail = 0, 0, 0
 	return nil
 }
 
@@ -79,77 +96,182 @@ func (r *ring) buffered() int { return r.tail - r.head }
 // pending returns the mapped, unconsumed bytes. The slice aliases the mapping.
 func (r *ring) pending() []byte { return r.mem[r.head:r.tail] }
 
-// consume marks n pending bytes as consumed. When nothing is left the next mapping starts
-// again at the beginning of the ring.
-func (r *ring) consume(n int) {
-	r.head += n
-	if r.head == r.tail {
-		r.head, r.tail, r.clean = 0, 0, 0
-	}
-}
+// consume marks n pending bytes as consumed. Their pages stay mapped until released.
+func (r *ring) consume(n int) { r.head += n }
 
 // room is the number of bytes that can be mapped after tail.
 func (r *ring) room() int { return len(r.mem) - r.tail }
 
-// prepare fills zc to map up to want bytes (rounded down to pages, limited by room) at
-// tail, with the TLB-clean hint when the target range is known to hold no pages.
-func (r *ring) prepare(zc *zerocopyReceive, want int) {
-	if want > r.room() {
-		want = r.room()
+// pinned is the address space of the ring that may hold mapped pages.
+func (r *ring) pinned() int { return r.tail - r.lo }
+
+// prepare fills zc to map up to want bytes (rounded down to pages) at tail, into clean
+// pages. When the ring has no room for span bytes (want, or more when the caller needs
+// that much contiguous room) and nothing is pending, it first ends the cycle: all
+// consumed pages are released at once and mapping starts again at 0. It
+// returns 0 (and leaves zc alone) when no page can be mapped: pending bytes fill the
+// ring, or the process's budget of pinned bytes is spent even after this ring's consumed
+// pages were released.
+func (r *ring) prepare(zc *zerocopyReceive, want, span int) (int, error) {
+	want = min(want, len(r.mem)) &^ (pageSize - 1)
+	if r.room() < max(want, span) && r.head == r.tail {
+		if err := r.release(); err != nil {
+			return 0, err
+		}
 	}
-	want &^= pageSize - 1
+	want = min(want, r.room()) &^ (pageSize - 1)
+	if want > 0 && !budget.pin(want) {
+		// Over the budget: give back this ring's consumed pages first.
+		if err := r.release(); err != nil {
+			return 0, err
+		}
+		if r.head == r.tail && r.room() < want {
+			want = min(want, r.room()) &^ (pageSize - 1)
+		}
+		if want == 0 || !budget.pin(want) {
+			return 0, errBudget
+		}
+	}
+	if want == 0 {
+		return 0, nil
+	}
 	zc.Address = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(r.mem))) + uintptr(r.tail))
 	zc.Length = uint32(want)
-	if r.tail >= r.dirty {
-		zc.Flags |= tcpZerocopyFlagTLBCleanHint
-	}
+	zc.Flags |= tcpZerocopyFlagTLBCleanHint // mem[tail:] holds no page
+	return want, nil
 }
 
-// commit records that the kernel mapped n bytes at tail.
-func (r *ring) commit(n int) {
+// commit records that the kernel mapped n of the want bytes prepare pinned at tail.
+func (r *ring) commit(n, want int) {
 	r.tail += n
-	if r.tail > r.dirty {
-		r.dirty = r.tail
-	}
+	budget.unpin(want - n)
 }
 
-// release drops the mapped pages that hold no pending byte, so that a waiting conn pins
-// no socket memory beyond the bytes it has not consumed: all of them when nothing is
-// pending, else the consumed pages before head and those left after tail by an earlier
-// pass. It is a no-op when there are no such pages.
-func (r *ring) release(s *sysCalls) error {
+// release drops the mapped pages that hold no pending byte, in one call: all of them
+// when nothing is pending (the ring then starts a new cycle at 0), else the consumed
+// whole pages before head. It is a no-op when there are none.
+func (r *ring) release() error {
+	end := r.head &^ (pageSize - 1)
 	if r.head == r.tail {
-		if r.dirty == 0 {
-			return nil
-		}
-		if err := s.dontneed(unsafe.Pointer(&r.mem[0]), uintptr(r.dirty)); err != nil {
-			return err
-		}
-		r.dirty, r.clean = 0, 0
-		return nil
+		end = r.tail
 	}
-	if lo := r.head &^ (pageSize - 1); lo > r.clean {
-		if err := s.dontneed(unsafe.Pointer(&r.mem[r.clean]), uintptr(lo-r.clean)); err != nil {
+	if end > r.lo {
+		if err := r.sys.dontneed(unsafe.Pointer(&r.mem[r.lo]), uintptr(end-r.lo)); err != nil {
 			return err
 		}
-		r.clean = lo
+		budget.unpin(end - r.lo)
+		r.st.releases.Add(1)
+		r.st.released.Add(uint64(end - r.lo))
+		r.lo = end
 	}
-	if r.dirty > r.tail {
-		if err := s.dontneed(unsafe.Pointer(&r.mem[r.tail]), uintptr(r.dirty-r.tail)); err != nil {
-			return err
-		}
-		r.dirty = r.tail
+	if r.head == r.tail {
+		r.lo, r.head, r.tail = 0, 0, 0
 	}
 	return nil
 }
 
-// unmap releases the VMA. The ring must not be used afterwards except for reserve.
-func (r *ring) unmap(s *sysCalls) error {
+// unmap releases the VMA (and with it every mapped page). The ring must not be used
+// afterwards except for reserve.
+func (r *ring) unmap() error {
 	if r.mem == nil {
 		return nil
 	}
-	err := s.unmap(unsafe.Pointer(&r.mem[0]), uintptr(len(r.mem)))
-	r.mem = nil
-	r.head, r.tail, r.dirty, r.clean = 0, 0, 0, 0
+	err := r.sys.unmap(unsafe.Pointer(&r.mem[0]), uintptr(len(r.mem)))
+	r.forget()
 	return err
 }
+
+// idleDelay is how long a reader must wait in the poller before its ring's consumed pages
+// are released (and the ring unmapped when it holds no pending byte): a conn that waits
+// that long pins no mapped page and, once its bytes are consumed, holds no ring.
+const idleDelay = 100 * time.Millisecond
+
+// idler releases a parked reader's ring when the wait turns out long. The reader and the
+// timer hand the ring over through state: the reader parks (idleParked) before it waits
+// and takes the ring back (wake) whenever it runs again; the timer acts only on a parked
+// ring (idleActing, then idleDone), and the reader that finds it acting waits for it.
+type idler struct {
+	state atomic.Int32
+	t     *time.Timer
+	r     *ring
+	err   error // a failed release, handed to the reader
+}
+
+const (
+	idleRunning = iota
+	idleParked
+	idleActing
+	idleDone
+)
+
+// park arms the timer before the reader waits, when r holds a reservation.
+func (d *idler) park(r *ring) {
+	if !r.reserved() {
+		return
+	}
+	d.r = r
+	d.state.Store(idleParked)
+	if d.t == nil {
+		d.t = time.AfterFunc(idleDelay, d.fire)
+	} else {
+		d.t.Reset(idleDelay)
+	}
+}
+
+// wake takes the ring back for the reader and returns the error a release met, if the
+// timer acted.
+func (d *idler) wake() error {
+	switch d.state.Load() {
+	case idleRunning:
+		return nil
+	case idleParked:
+		if d.state.CompareAndSwap(idleParked, idleRunning) {
+			d.t.Stop()
+			return nil
+		}
+	}
+	for d.state.Load() != idleDone {
+		runtime.Gosched()
+	}
+	err := d.err
+	d.err = nil
+	d.state.Store(idleRunning)
+	return err
+}
+
+// fire runs in the timer's goroutine: it releases the parked reader's consumed pages,
+// or unmaps the ring when nothing in it is pending.
+func (d *idler) fire() {
+	if !d.state.CompareAndSwap(idleParked, idleActing) {
+		return
+	}
+	if r := d.r; r.head == r.tail {
+		d.err = r.unmap()
+	} else {
+		d.err = r.release()
+	}
+	d.state.Store(idleDone)
+}
+
+// unmapExcept unmaps the ring but for mem[lo:hi] (whole pages), which the caller has
+// taken over.
+func (r *ring) unmapExcept(lo, hi int) {
+	if lo > 0 {
+		r.sys.unmap(unsafe.Pointer(&r.mem[0]), uintptr(lo))
+	}
+	if hi < len(r.mem) {
+		r.sys.unmap(unsafe.Pointer(&r.mem[hi]), uintptr(len(r.mem)-hi))
+	}
+	r.forget()
+}
+
+// forget gives the ring's share of the budget back and empties it.
+func (r *ring) forget() {
+	budget.unpin(r.pinned())
+	budget.putRing(len(r.mem))
+	r.mem = nil
+	r.lo, r.head, r.tail = 0, 0, 0
+}
+
+// unmapDropped is the cleanup of a Conn collected without Close.
+func (r *ring) unmapDropped() { r.unmap() }

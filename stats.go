@@ -36,11 +36,15 @@ type Stats struct {
 	//     sender's pages are compound or page cache (on loopback, a sender without
 	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
 	CopiedPolicy, CopiedDisabled, CopiedTail, CopiedSegment, CopiedPageKind uint64
+	// SplicedBytes were moved by WriteTo from the socket to a file or socket with
+	// splice(2), in the kernel: neither mapped nor copied, and not in MappedShare.
+	SplicedBytes uint64
 	// Releases counts the calls that dropped consumed mapped pages (madvise), and
 	// ReleasedBytes the bytes of address space they covered: their ratio shows the batching.
 	Releases, ReleasedBytes uint64
-	// FallbackReason says why the conn stopped (or never started) mapping; it is empty
-	// while mapping is allowed. ModeCopy reads "ModeCopy".
+	// FallbackReason says why the conn stopped (or never started) mapping, or the first
+	// process-wide limit that made it copy; it is empty while mapping was never refused.
+	// ModeCopy reads "ModeCopy".
 	FallbackReason string
 }
 
@@ -62,6 +66,7 @@ func (s *Stats) Add(o Stats) {
 	s.CopiedTail += o.CopiedTail
 	s.CopiedSegment += o.CopiedSegment
 	s.CopiedPageKind += o.CopiedPageKind
+	s.SplicedBytes += o.SplicedBytes
 	s.Releases += o.Releases
 	s.ReleasedBytes += o.ReleasedBytes
 	if s.FallbackReason == "" {
@@ -83,7 +88,7 @@ type counters struct {
 	mapped, copied, zcCalls, recvCalls, skips, waits atomic.Uint64
 	mapFills, copyFills, viewBytes, assembled        atomic.Uint64
 	copyCause                                        [numCauses]atomic.Uint64
-	releases, released                               atomic.Uint64
+	releases, released, spliced                      atomic.Uint64
 	reason                                           atomic.Pointer[string]
 }
 
@@ -104,6 +109,7 @@ func (c *counters) snapshot() Stats {
 		CopiedTail:     c.copyCause[causeTail].Load(),
 		CopiedSegment:  c.copyCause[causeSegment].Load(),
 		CopiedPageKind: c.copyCause[causePageKind].Load(),
+		SplicedBytes:   c.spliced.Load(),
 		Releases:       c.releases.Load(),
 		ReleasedBytes:  c.released.Load(),
 	}
@@ -112,6 +118,9 @@ func (c *counters) snapshot() Stats {
 	}
 	return s
 }
+
+// setReason records why mapping was refused, unless a reason is recorded already.
+func (c *counters) setReason(r string) { c.reason.CompareAndSwap(nil, &r) }
 
 // copyCause says why copied bytes were not mapped (see Stats.CopiedPolicy and the rest).
 type copyCause int

@@ -25,7 +25,7 @@ var _ [64 - unsafe.Sizeof(zerocopyReceive{})]struct{}
 var _ [unsafe.Sizeof(zerocopyReceive{}) - 64]struct{}
 
 // sysCalls is the syscall layer: one thin function per kernel operation the ring and the
-// copy path need, with no policy. Every Conn holds the sysCalls it was created with, which
+// copy path need, with no policy. None of them retries on EINTR: the fill does, for all. Every Conn holds the sysCalls it was created with, which
 // is the seam fault-injection and the fuzzer's fake kernel use.
 type sysCalls struct {
 	// reserve creates a PROT_READ, MAP_SHARED mapping of length bytes on the socket fd
@@ -48,4 +48,7 @@ type sysCalls struct {
 	mapAnon func(addr unsafe.Pointer, length uintptr) error
 	// setRcvlowat is setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, n).
 	setRcvlowat func(fd int, n int) error
+	// rcvMSS is TCP_INFO's tcpi_rcv_mss: the size of the segments the peer sends. It
+	// may be nil; copied bytes are then not told apart by segment size.
+	rcvMSS func(fd int) (int, error)
 }

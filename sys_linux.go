@@ -3,7 +3,11 @@
 package zcnet
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"unsafe"
 
@@ -35,30 +39,18 @@ var linuxSys = sysCalls{
 		return nil
 	},
 	recv: func(fd int, p []byte) (int, error) {
-		for {
-			n, err := unix.Read(fd, p)
-			if err != unix.EINTR {
-				if n < 0 {
-					n = 0
-				}
-				return n, err
-			}
-		}
+		n, err := unix.Read(fd, p)
+		return max(n, 0), err
 	},
 	peek: func(fd int) (int, error) {
 		var b [1]byte
-		for {
-			// A raw recvfrom: unix.Recvfrom allocates a sockaddr at every call.
-			n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
-				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case 0:
-				return int(n), nil
-			case unix.EINTR:
-				continue
-			}
+		// A raw recvfrom: unix.Recvfrom allocates a sockaddr at every call.
+		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		if e != 0 {
 			return 0, e
 		}
+		return int(n), nil
 	},
 	mapAnon: func(addr unsafe.Pointer, length uintptr) error {
 		_, err := unix.MmapPtr(-1, 0, addr, length, unix.PROT_READ,
@@ -67,6 +59,13 @@ var linuxSys = sysCalls{
 	},
 	setRcvlowat: func(fd int, n int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n)
+	},
+	rcvMSS: func(fd int) (int, error) {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, err
+		}
+		return int(ti.Rcv_mss), nil
 	},
 }
 
@@ -79,6 +78,12 @@ var pageSize = unix.Getpagesize()
 func isEAGAIN(err error) bool { return err == unix.EAGAIN }
 func isEINTR(err error) bool  { return err == unix.EINTR }
 func isEIO(err error) bool    { return err == unix.EIO }
+
+// clockThread and clockProcess are the CPU-time clocks the auto mode prices fills with.
+const (
+	clockThread  = unix.CLOCK_THREAD_CPUTIME_ID
+	clockProcess = unix.CLOCK_PROCESS_CPUTIME_ID
+)
 
 // setMSS sets TCP_MAXSEG on a socket, so that a listener advertises it in its SYN-ACKs.
 func setMSS(fd uintptr, mss int) error {
@@ -119,12 +124,73 @@ func probeSupport(s *sysCalls) error {
 	return nil
 }
 
-// threadCPU returns the calling thread's CPU time in nanoseconds
-// (CLOCK_THREAD_CPUTIME_ID), or 0 when the clock cannot be read.
-func threadCPU() int64 {
+// cpuClock returns a CPU-time clock in nanoseconds, or 0 when it cannot be read.
+func cpuClock(id int32) int64 {
 	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+	if unix.ClockGettime(id, &ts) != nil {
 		return 0
 	}
 	return ts.Nano()
+}
+
+// hostLimits derives the default Limits from this host and process: vm.max_map_count
+// and the maps the process has now, RLIMIT_AS and the address space in use, and the
+// memory (MemTotal, or the cgroup's memory.max when lower).
+func hostLimits() Limits {
+	l := Limits{MaxRings: 16384, MaxRingBytes: 1 << 62, MaxPinnedBytes: 1 << 30}
+	if slots, err := readNumber("/proc/sys/vm/max_map_count"); err == nil {
+		used, _ := countLines("/proc/self/maps")
+		l.MaxRings = int(max(slots-used, 0) / 2)
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_AS, &rl) == nil && rl.Cur != unix.RLIM_INFINITY {
+		used, _ := statusKiB("VmSize:")
+		l.MaxRingBytes = max(clampLimit(rl.Cur)-used<<10, 0) / 4
+	}
+	mem, err := statusField("/proc/meminfo", "MemTotal:")
+	if err == nil {
+		mem <<= 10
+		if cg, err := readNumber("/sys/fs/cgroup/memory.max"); err == nil && cg < mem {
+			mem = cg
+		}
+		l.MaxPinnedBytes = max(mem/16, 64<<20)
+	}
+	return l
+}
+
+// readNumber reads a file holding one decimal number ("max" and the like fail).
+func readNumber(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+}
+
+// countLines counts the lines of a file.
+func countLines(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	return int64(bytes.Count(b, []byte("\n"))), err
+}
+
+// statusKiB reads a "Name: N kB" field of /proc/self/status.
+func statusKiB(name string) (int64, error) { return statusField("/proc/self/status", name) }
+
+// statusField reads the number after name in a "Name: N kB" file.
+func statusField(path, name string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte(name)); ok {
+			fs := bytes.Fields(rest)
+			if len(fs) > 0 {
+				return strconv.ParseInt(string(fs[0]), 10, 64)
+			}
+		}
+	}
+	return 0, errNoLimit
 }

@@ -20,7 +20,7 @@ func unsupportedPtr(int, uintptr) (unsafe.Pointer, error) { return nil, errNotLi
 func unsupportedRange(unsafe.Pointer, uintptr) error      { return errNotLinux }
 
 // otherSys is the syscall layer where the fast path does not exist: every call fails, and
-// Conns read through net.TCPConn (see Conn.plain).
+// Conns read through net.TCPConn (see filler.fillConn).
 var otherSys = sysCalls{
 	reserve:     unsupportedPtr,
 	unmap:       unsupportedRange,
@@ -39,6 +39,11 @@ func isEAGAIN(err error) bool { return false }
 func isEINTR(err error) bool  { return false }
 func isEIO(err error) bool    { return false }
 
+const (
+	clockThread  = 0
+	clockProcess = 1
+)
+
 // setMSS does nothing here: a page-sized MSS only serves the mapping path.
 func setMSS(fd uintptr, mss int) error { return nil }
 
@@ -46,5 +51,10 @@ func setMSS(fd uintptr, mss int) error { return nil }
 // otherwise an error saying why not. On this platform it never can; conns copy.
 func Supported() error { return errNotLinux }
 
-// threadCPU stands in for the thread CPU clock where conns never time fills.
-func threadCPU() int64 { return time.Now().UnixNano() }
+// cpuClock stands in for the CPU clocks where conns never time fills.
+func cpuClock(int32) int64 { return time.Now().UnixNano() }
+
+// hostLimits: nothing is ever mapped here.
+func hostLimits() Limits {
+	return Limits{MaxRings: 1, MaxRingBytes: 1, MaxPinnedBytes: 1}
+}

@@ -1,0 +1,342 @@
+package zcnet
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// Each read-side call is a loop of two steps: make bytes available (a fill, on the path
+// the policy picks), then take them from the stream (copy, view, or hand to a writer).
+
+// Read reads up to len(p) bytes into p. It first returns bytes an earlier call left
+// mapped or buffered, then receives more: by recv(2) straight into p, or by mapping whole
+// pages and copying them into p, whichever the conn's mode picks. It returns io.EOF at
+// the end of the stream; other errors are *net.OpError.
+func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.startRead(); err != nil {
+		return 0, err
+	}
+	defer c.endRead()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := c.expired(); err != nil {
+		return 0, err
+	}
+	for {
+		if c.s.buffered() > 0 {
+			return c.s.copyTo(p), nil
+		}
+		if err := c.f.end.take(); err != nil {
+			return 0, c.opErr("read", err)
+		}
+		n, err := c.readFill(p)
+		if n > 0 || err != nil {
+			return n, c.opErr("read", err)
+		}
+	}
+}
+
+// readFill receives more bytes for Read: straight into p (returning n > 0), or into the
+// stream (returning 0, nil).
+func (c *Conn) readFill(p []byte) (int, error) {
+	ch := c.pick(callRead, len(p))
+	if ch.mapping {
+		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1, timed: ch.timed})
+		if res.err != errNoMap {
+			if !res.mapped || !ch.timed {
+				c.pol.observe(ch, res, 0)
+				return 0, res.err
+			}
+			// Price what mapping costs Read beyond the fill: the copy out, and after an
+			// exploration the release of the pages.
+			t0 := cpuClock(clockThread)
+			n := c.s.copyTo(p)
+			if ch.explore {
+				c.f.release()
+			}
+			c.pol.observe(ch, res, time.Duration(cpuClock(clockThread)-t0))
+			return n, nil
+		}
+		ch = choice{timed: ch.timed}
+	}
+	req := fillReq{dst: p, lowat: 1, timed: ch.timed, cause: c.copyCause()}
+	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
+		// The last recv filled p: more was likely queued, and a pooled buffer takes it
+		// in one call for several Reads.
+		req.dst, req.want = nil, copyBufSize
+		res := c.f.fill(req)
+		c.fullRead = res.n > len(p)
+		return 0, res.err
+	}
+	res := c.f.fill(req)
+	c.fullRead = len(p) < copyBufSize && res.n == len(p)
+	c.pol.observe(ch, res, 0)
+	return res.n, res.err
+}
+
+// pick asks the policy for the path of a fill, and copies where mapping is off.
+func (c *Conn) pick(kind callKind, size int) choice {
+	ch := c.pol.pick(kind, size)
+	if c.f.noMap {
+		ch.mapping = false
+	}
+	return ch
+}
+
+// copyCause is why a fill on the copy path copies: the policy chose to, or mapping is
+// not available to this conn.
+func (c *Conn) copyCause() copyCause {
+	if c.f.noMap && c.mode != ModeCopy {
+		return causeDisabled
+	}
+	return causePolicy
+}
+
+// pages rounds n up to whole pages.
+func pages(n int) int { return (n + pageSize - 1) &^ (pageSize - 1) }
+
+// Next returns the next n bytes of the stream, waiting until n bytes have arrived (or the
+// stream ends, an error occurs or the read deadline passes), like io.ReadFull but without
+// a copy where possible. While it waits it sets SO_RCVLOWAT so that the kernel wakes the
+// reader once for the bytes still missing (capped by the kernel to half the receive
+// buffer; note that Linux grows SO_RCVBUF to fit a large mark, and keeps it grown). Read
+// and WriteTo put the mark back to 1 before they wait.
+//
+// Where the n bytes lie contiguously in mapped pages, the slice points into the mapping;
+// otherwise they are gathered in a pooled buffer sized to n. A view cannot wrap around
+// the end of the ring, so with sizes that vary, a RingSize several times the largest n
+// keeps most views in place (Stats.ViewBytes against AssembledBytes shows the split).
+// Either way the slice is read-only and valid only until the next read-side call on the
+// conn (Read, Next, WriteTo, Close): after that its memory is reused or unmapped.
+// Writing into a slice that points into the mapping is a fatal fault of the process
+// (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it first if
+// it must be modified, or set Options.CopyViews while looking for such a bug.
+//
+// At the end of the stream, Next returns the bytes left with io.ErrUnexpectedEOF, or nil
+// and io.EOF when none are left; after a reset it returns the bytes left with the error.
+// When the deadline passes (or Close interrupts it) it returns nil and the error, and the
+// bytes it had gathered stay buffered for the next call. Next(0) returns an empty slice;
+// a negative n returns ErrNegativeCount and an n above the ring size ErrTooLarge.
+func (c *Conn) Next(n int) ([]byte, error) {
+	if err := c.startRead(); err != nil {
+		return nil, err
+	}
+	defer c.endRead()
+	switch {
+	case n < 0:
+		return nil, ErrNegativeCount
+	case n > c.ringSize:
+		return nil, ErrTooLarge
+	case n == 0:
+		return []byte{}, nil
+	}
+	if err := c.expired(); err != nil {
+		return nil, err
+	}
+	for c.s.buffered() < n {
+		if err := c.f.end.take(); err != nil {
+			return c.rest(err)
+		}
+		ready, err := c.nextFill(n)
+		if ready {
+			break
+		}
+		if err != nil && err != io.EOF {
+			if c.s.buffered() == 0 || retryable(err) {
+				// A deadline or Close: the bytes gathered so far stay buffered for a
+				// later call, as nothing is lost by waiting.
+				return nil, c.opErr("read", err)
+			}
+			c.f.end.rerr = err
+		}
+	}
+	return c.view(n), nil
+}
+
+// nextFill receives more of the n bytes Next waits for. It reports ready when the
+// buffer holds exactly those n bytes and the ring bytes that follow them.
+func (c *Conn) nextFill(n int) (ready bool, err error) {
+	missing := n - c.s.buffered()
+	ch := c.pick(callNext, n)
+	if ch.mapping {
+		inPlace := c.s.contiguous(n)
+		if !inPlace {
+			// The n bytes cannot lie contiguously in the ring: gather them in the
+			// buffer, but still take the missing ones by mapping. A recv(2) of more
+			// than the kernel cannot map would split the mappable pages behind them
+			// and turn the rest of the stream into copies.
+			c.s.gather()
+		}
+		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing, timed: ch.timed})
+		if res.err != errNoMap {
+			if !inPlace {
+				ready = c.s.absorb(missing)
+			}
+			c.pol.observe(ch, res, 0)
+			return ready, res.err
+		}
+		ch = choice{timed: ch.timed}
+	}
+	res := c.f.fill(fillReq{want: missing, lowat: missing, timed: ch.timed, cause: c.copyCause()})
+	c.pol.observe(ch, res, 0)
+	return false, res.err
+}
+
+// view takes the next n buffered bytes for Next.
+func (c *Conn) view(n int) []byte {
+	if c.copyViews {
+		c.s.gather()
+	}
+	v, mapped := c.s.take(n)
+	if mapped {
+		c.st.viewBytes.Add(uint64(n))
+	} else {
+		c.st.assembled.Add(uint64(n))
+	}
+	return v
+}
+
+// retryable reports whether err leaves the stream intact (a deadline, or the conn closed
+// under the call), as opposed to ending it (a reset).
+func retryable(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)
+}
+
+// rest returns all pending bytes at the end of the stream (or an error) for Next.
+func (c *Conn) rest(err error) ([]byte, error) {
+	n := c.s.buffered()
+	if n == 0 {
+		return nil, c.opErr("read", err)
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return c.view(n), c.opErr("read", err)
+}
+
+// writeToBatch is the most a WriteTo fill maps: what it hands to the writer at once.
+const writeToBatch = 1 << 20
+
+// WriteTo implements io.WriterTo: it writes the stream to w until EOF, handing w the
+// mapped pages themselves (no copy in user space) where the conn maps. When the conn
+// copies and w is an *os.File, a *net.TCPConn, a *net.UnixConn or a *Conn, the bytes the
+// conn holds are written first and the rest moves from socket to w with splice(2), as
+// io.Copy from a net.TCPConn does. w must not keep the slices it is given, as io.Writer
+// requires. It returns the bytes written and the first error other than io.EOF.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if err := c.startRead(); err != nil {
+		return 0, err
+	}
+	defer c.endRead()
+	if err := c.expired(); err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		n, err := c.writeBuffered(w)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if err := c.f.end.take(); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, c.opErr("read", err)
+		}
+		ch := c.pick(callWriteTo, writeToBatch)
+		if !ch.mapping {
+			if n, ok, err := c.splice(w); ok {
+				return total + n, err
+			}
+		}
+		var res fillResult
+		if ch.mapping {
+			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1, timed: ch.timed})
+		}
+		if !ch.mapping || res.err == errNoMap {
+			ch = choice{timed: ch.timed}
+			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, timed: ch.timed, cause: c.copyCause()})
+		}
+		c.pol.observe(ch, res, 0)
+		if res.err != nil && res.err != io.EOF {
+			return total, c.opErr("read", res.err)
+		}
+	}
+}
+
+// writeBuffered writes every buffered byte to w, in stream order.
+func (c *Conn) writeBuffered(w io.Writer) (int64, error) {
+	var total int64
+	if c.copyViews {
+		c.s.gather()
+	}
+	if p := c.s.ring.buffered(); p > 0 {
+		n, err := writeAll(w, c.s.ring.pending())
+		c.s.ring.consume(n)
+		c.st.viewBytes.Add(uint64(n))
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	if c.s.buf.buffered() > 0 {
+		n, err := writeAll(w, c.s.buf.pending())
+		c.s.buf.consume(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// splice hands the rest of the stream to w with splice(2) when w is a file or a socket
+// the standard library splices to, reporting whether it did. The conn holds no byte
+// then (writeBuffered ran), so the socket's next byte is the stream's.
+func (c *Conn) splice(w io.Writer) (int64, bool, error) {
+	if c.tc == nil || !zerocopyRecv {
+		return 0, false, nil
+	}
+	var n int64
+	var err error
+	switch d := w.(type) {
+	case *os.File:
+		n, err = d.ReadFrom(c.tc)
+	case *net.TCPConn:
+		n, err = d.ReadFrom(c.tc)
+	case *net.UnixConn:
+		n, err = c.tc.WriteTo(d)
+	case *Conn:
+		if d.tc == nil {
+			return 0, false, nil
+		}
+		n, err = d.tc.ReadFrom(c.tc)
+	default:
+		return 0, false, nil
+	}
+	c.st.spliced.Add(uint64(n))
+	if err == nil {
+		c.f.end.eof = true
+	}
+	return n, true, err
+}
+
+// writeAll writes p to w, turning a short write without error into io.ErrShortWrite.
+func writeAll(w io.Writer, p []byte) (int, error) {
+	n, err := w.Write(p)
+	if n < 0 || n > len(p) {
+		n = 0
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+	}
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return n, err
+}
