@@ -1,0 +1,125 @@
+package zcnet
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// ErrBuffered is the Err of the *net.OpError returned by Conn.File and by the Read method
+// of Conn.SyscallConn's RawConn while the conn holds received bytes (mapped or buffered)
+// that were not consumed: reading the socket directly would skip them.
+var ErrBuffered = errors.New("zcnet: conn holds received bytes; reading the socket directly would skip them")
+
+// SyscallConn returns a raw network connection, as net.TCPConn.SyscallConn, with these
+// differences, which keep the stream exact:
+//
+//   - Control runs f with the socket's descriptor, as net's: for socket options
+//     (TCP_USER_TIMEOUT, TCP_INFO, ...).
+//   - Write is net's: f may write to the socket.
+//   - Read waits for any read-side call in progress (Read, Next, WriteTo), then fails with
+//     a *net.OpError wrapping ErrBuffered if the conn holds received bytes not consumed
+//     yet; otherwise it runs f as net's Read does, holding off the conn's own reads until
+//     it returns. Bytes f reads are not counted in Stats, and an error the conn has
+//     already taken from the kernel (a reset reported during a mapping call) is not seen
+//     by f.
+//
+// The RawConn is not net's own type, on purpose: the standard library splices or
+// sendfiles straight from the socket of a syscall.Conn whose RawConn is net's
+// (os.File.ReadFrom, via its PollFD), which would skip the bytes the conn holds. With
+// this one, io.Copy(file, conn), file.ReadFrom(conn) and tcpConn.ReadFrom(conn) go
+// through WriteTo and stay exact.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if c == nil || c.tc == nil {
+		return nil, c.noSocket("raw-control")
+	}
+	rc, err := c.tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &sysConn{c: c, rc: rc}, nil
+}
+
+// sysConn is the syscall.RawConn of a Conn (see Conn.SyscallConn). It has no PollFD
+// method, so the standard library does not splice from it.
+type sysConn struct {
+	c  *Conn
+	rc syscall.RawConn
+}
+
+// Control runs f with the socket's descriptor, as net's RawConn.Control.
+func (s *sysConn) Control(f func(fd uintptr)) error { return s.rc.Control(f) }
+
+// Write runs f until it returns true, waiting for the socket to be writable, as net's
+// RawConn.Write.
+func (s *sysConn) Write(f func(fd uintptr) bool) error { return s.rc.Write(f) }
+
+// Read runs f as net's RawConn.Read, holding the conn's read lock, unless the conn holds
+// received bytes: then it fails with ErrBuffered (see Conn.SyscallConn).
+func (s *sysConn) Read(f func(fd uintptr) bool) error {
+	c := s.c
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.buffered() > 0 {
+		return &net.OpError{Op: "raw-read", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
+	}
+	return s.rc.Read(f)
+}
+
+// File returns a copy of the socket's file descriptor, as net.TCPConn.File; closing one
+// does not close the other. It fails with a *net.OpError wrapping ErrBuffered when the
+// conn holds received bytes not consumed yet (reads from the file would skip them), after
+// waiting for any read-side call in progress. Reads from the file take bytes straight
+// from the socket: once it is returned, nothing stops them from racing the conn's own
+// reads, so read from one of the two only. The file is for socket options, for writing,
+// and for handing the socket to another process at a message boundary.
+func (c *Conn) File() (*os.File, error) {
+	if c == nil || c.tc == nil {
+		return nil, c.noSocket("file")
+	}
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.buffered() > 0 {
+		return nil, &net.OpError{Op: "file", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
+	}
+	return c.tc.File()
+}
+
+// MultipathTCP reports whether the connection uses MPTCP, as net.TCPConn.MultipathTCP.
+func (c *Conn) MultipathTCP() (bool, error) {
+	if c == nil || c.tc == nil {
+		return false, c.noSocket("raw-control")
+	}
+	return c.tc.MultipathTCP()
+}
+
+// noSocket is the error of op on a Conn with no socket (a zero value, or nil).
+func (c *Conn) noSocket(op string) error {
+	e := &net.OpError{Op: op, Net: "tcp", Err: ErrNotInitialized}
+	if c != nil {
+		e.Source, e.Addr = c.laddr, c.raddr
+	}
+	return e
+}
+
+// setUserTimeoutConn sets TCP_USER_TIMEOUT on an established conn.
+func setUserTimeoutConn(tc *net.TCPConn, d time.Duration) error {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return controlUserTimeout(rc, d)
+}
+
+// controlUserTimeout sets TCP_USER_TIMEOUT on the socket of c, rounding d up to a whole
+// millisecond.
+func controlUserTimeout(c syscall.RawConn, d time.Duration) error {
+	ms := int((d + time.Millisecond - 1) / time.Millisecond)
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = setUserTimeout(fd, ms) }); err != nil {
+		return err
+	}
+	return serr
+}
