@@ -21,8 +21,8 @@ var ErrBuffered = errors.New("zcnet: conn holds received bytes; reading the sock
 //   - Write is net's: f may write to the socket.
 //   - Read waits for any read-side call in progress (Read, Next, WriteTo), then fails with
 //     a *net.OpError wrapping ErrBuffered if the conn holds received bytes not consumed
-//     yet; otherwise it runs f as net's Read does, holding off the conn's own reads until
-//     it returns. Bytes f reads are not counted in Stats, and an error the conn has
+//     yet (or net.ErrClosed once the conn is closed); otherwise it runs f as net's Read
+//     does, holding off the conn's own reads until it returns. Bytes f reads are not counted in Stats, and an error the conn has
 //     already taken from the kernel (a reset reported during a mapping call) is not seen
 //     by f.
 //
@@ -60,30 +60,51 @@ func (s *sysConn) Write(f func(fd uintptr) bool) error { return s.rc.Write(f) }
 // received bytes: then it fails with ErrBuffered (see Conn.SyscallConn).
 func (s *sysConn) Read(f func(fd uintptr) bool) error {
 	c := s.c
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if c.buffered() > 0 {
-		return &net.OpError{Op: "raw-read", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
+	if err := c.lockEmpty("raw-read"); err != nil {
+		return err
 	}
+	defer c.unlockRead()
 	return s.rc.Read(f)
 }
 
+// lockEmpty starts a call that reads the socket directly: it takes the read lock (and
+// keeps Close from releasing the read side meanwhile), and fails, unlocked, when the
+// conn is closed or holds received bytes. A nil error must be paired with unlockRead.
+func (c *Conn) lockEmpty(op string) error {
+	c.readMu.Lock()
+	if err := c.enter(); err != nil {
+		c.readMu.Unlock()
+		return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
+	}
+	if c.buffered() > 0 {
+		c.unlockRead()
+		return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
+	}
+	return nil
+}
+
+// unlockRead ends a call started by lockEmpty.
+func (c *Conn) unlockRead() {
+	c.exit()
+	c.readMu.Unlock()
+}
+
 // File returns a copy of the socket's file descriptor, as net.TCPConn.File; closing one
-// does not close the other. It fails with a *net.OpError wrapping ErrBuffered when the
-// conn holds received bytes not consumed yet (reads from the file would skip them), after
-// waiting for any read-side call in progress. Reads from the file take bytes straight
-// from the socket: once it is returned, nothing stops them from racing the conn's own
-// reads, so read from one of the two only. The file is for socket options, for writing,
-// and for handing the socket to another process at a message boundary.
+// does not close the other. After waiting for any read-side call in progress, it fails
+// with a *net.OpError wrapping ErrBuffered when the conn holds received bytes not
+// consumed yet (reads from the file would skip them), and with net.ErrClosed once the
+// conn is closed. Reads from the file take bytes straight from the socket: once it is
+// returned, nothing stops them from racing the conn's own reads, so read from one of the
+// two only. The file is for socket options, for writing, and for handing the socket to
+// another process at a message boundary.
 func (c *Conn) File() (*os.File, error) {
 	if c == nil || c.tc == nil {
 		return nil, c.noSocket("file")
 	}
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	if c.buffered() > 0 {
-		return nil, &net.OpError{Op: "file", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
+	if err := c.lockEmpty("file"); err != nil {
+		return nil, err
 	}
+	defer c.unlockRead()
 	return c.tc.File()
 }
 

@@ -341,3 +341,59 @@ func TestDialerDownloadMaps(t *testing.T) {
 	}
 	t.Logf("mapped share %.4f", st.MappedShare())
 }
+
+// TestRawReadRacingClose races RawConn.Read and File against Close on conns that hold
+// mapped or buffered bytes or none: no data race, no panic, and every call either works
+// or fails with ErrBuffered or net.ErrClosed; after Close both fail with net.ErrClosed.
+func TestRawReadRacingClose(t *testing.T) {
+	rounds := 100
+	if testing.Short() {
+		rounds = 20
+	}
+	for _, m := range modes {
+		t.Run(m.String(), func(t *testing.T) {
+			mappable := m == ModeZeroCopy && Supported() == nil
+			for i := range rounds {
+				c, sc := pairWith(t, Options{Mode: m}, mappable)
+				if err := writeStream(sc, 0, 64<<10, mappable); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, make([]byte, 1+i%3*4096)); err != nil {
+					t.Fatal(err)
+				}
+				rc, err := c.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				errs := make(chan error, 2)
+				go func() {
+					errs <- rc.Read(func(fd uintptr) bool {
+						var b [512]byte
+						unix.Read(int(fd), b[:])
+						return true
+					})
+				}()
+				go func() {
+					f, err := c.File()
+					if f != nil {
+						f.Close()
+					}
+					errs <- err
+				}()
+				c.Close()
+				for range 2 {
+					if err := <-errs; err != nil && !errors.Is(err, ErrBuffered) && !errors.Is(err, net.ErrClosed) {
+						t.Fatalf("round %d: %v", i, err)
+					}
+				}
+				if err := rc.Read(func(uintptr) bool { return true }); !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("RawConn.Read after Close: %v, want net.ErrClosed", err)
+				}
+				if _, err := c.File(); !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("File after Close: %v, want net.ErrClosed", err)
+				}
+				sc.Close()
+			}
+		})
+	}
+}
