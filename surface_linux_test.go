@@ -397,3 +397,19 @@ func TestRawReadRacingClose(t *testing.T) {
 		})
 	}
 }
+
+// checkListeningSocket checks that rc's socket is a listening TCP socket.
+func checkListeningSocket(t *testing.T, rc syscall.RawConn) {
+	t.Helper()
+	var typ, acc int
+	var err1, err2 error
+	if err := rc.Control(func(fd uintptr) {
+		typ, err1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		acc, err2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	}); err != nil || err1 != nil || err2 != nil {
+		t.Fatal(err, err1, err2)
+	}
+	if typ != unix.SOCK_STREAM || acc != 1 {
+		t.Errorf("SO_TYPE %d, SO_ACCEPTCONN %d: not a listening stream socket", typ, acc)
+	}
+}
