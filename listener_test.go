@@ -361,12 +361,12 @@ func TestListenerForgetsClosedConns(t *testing.T) {
 
 // TestStdlibCopiesAfterPartialReads checks, in every mode and with both kinds of sender,
 // that the standard library's copies out of a conn that holds bytes stay exact now that
-// the conn is a syscall.Conn: file.ReadFrom(conn) (which splices from a syscall.Conn
-// whose RawConn is net's) and tcpConn.ReadFrom(conn) (which sendfiles from any
-// syscall.Conn), after partial Reads; SHA-256 of the whole stream.
+// the conn is a syscall.Conn: io.Copy(file, conn), file.ReadFrom(conn) (which splices
+// from a syscall.Conn whose RawConn is net's) and tcpConn.ReadFrom(conn) (which
+// sendfiles from any syscall.Conn), after partial Reads; SHA-256 of the whole stream.
 func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 	const total = 4<<20 + 555
-	for _, dst := range []string{"file.ReadFrom", "tcpConn.ReadFrom"} {
+	for _, dst := range []string{"io.Copy(file)", "file.ReadFrom", "tcpConn.ReadFrom"} {
 		t.Run(dst, func(t *testing.T) {
 			eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 				sent := sendStream(sc, total, mappable, false)
@@ -381,13 +381,18 @@ func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 				}
 				var rest io.Reader
 				switch dst {
-				case "file.ReadFrom":
+				case "io.Copy(file)", "file.ReadFrom":
 					f, err := os.Create(filepath.Join(t.TempDir(), "stream"))
 					if err != nil {
 						t.Fatal(err)
 					}
 					defer f.Close()
-					if _, err := f.ReadFrom(c); err != nil {
+					if dst == "io.Copy(file)" {
+						_, err = io.Copy(f, c)
+					} else {
+						_, err = f.ReadFrom(c)
+					}
+					if err != nil {
 						t.Fatal(err)
 					}
 					if _, err := f.Seek(0, io.SeekStart); err != nil {
