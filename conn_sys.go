@@ -19,18 +19,20 @@ var ErrBuffered = errors.New("zcnet: conn holds received bytes; reading the sock
 //   - Control runs f with the socket's descriptor, as net's: for socket options
 //     (TCP_USER_TIMEOUT, TCP_INFO, ...).
 //   - Write is net's: f may write to the socket.
-//   - Read waits for any read-side call in progress (Read, Next, WriteTo), then fails with
-//     a *net.OpError wrapping ErrBuffered if the conn holds received bytes not consumed
-//     yet (or net.ErrClosed once the conn is closed); otherwise it runs f as net's Read
-//     does, holding off the conn's own reads until it returns. Bytes f reads are not counted in Stats, and an error the conn has
-//     already taken from the kernel (a reset reported during a mapping call) is not seen
-//     by f.
+//   - Read waits for any read-side call in progress (Read, Next, WriteTo), then fails
+//     with a *net.OpError wrapping ErrBuffered if the conn holds received bytes not
+//     consumed yet, or net.ErrClosed once the conn is closed; otherwise it runs f as
+//     net's Read does, holding off the conn's own reads until it returns. Bytes f reads
+//     are not counted in Stats, and an error the conn has already taken from the kernel
+//     (a reset reported during a mapping call) is not seen by f.
 //
-// The RawConn is not net's own type, on purpose: the standard library splices or
-// sendfiles straight from the socket of a syscall.Conn whose RawConn is net's
-// (os.File.ReadFrom, via its PollFD), which would skip the bytes the conn holds. With
-// this one, io.Copy(file, conn), file.ReadFrom(conn) and tcpConn.ReadFrom(conn) go
-// through WriteTo and stay exact.
+// The RawConn is not net's own type, on purpose: os.File.ReadFrom splices straight from
+// the socket of a syscall.Conn whose RawConn is net's (it asks for its PollFD), which
+// would skip the bytes the conn holds. With this one, io.Copy(file, conn) and
+// file.ReadFrom(conn) go through WriteTo, and tcpConn.ReadFrom(conn), which tries
+// sendfile(2) through any syscall.Conn's Read, falls back to WriteTo when the conn holds
+// bytes (or when the kernel refuses sendfile from a socket, as Linux 6.18 does): all
+// stay exact.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	if c == nil || c.tc == nil {
 		return nil, c.noSocket("raw-control")
