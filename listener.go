@@ -2,22 +2,28 @@ package zcnet
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
 )
 
 // Listener is a net.Listener whose Accept returns *Conn (as net.Conn) for TCP
-// connections. It is safe for concurrent use.
+// connections. It is safe for concurrent use. It keeps the counters of the conns it
+// accepted, for Stats, but not the conns themselves: a conn dropped without Close can be
+// garbage collected, and its counters then join the sums of the closed ones. The zero
+// Listener has no socket: its methods return errors.
 type Listener struct {
 	inner net.Listener
 	opts  Options
 	err   error // invalid options: Accept fails with it
 
 	mu     sync.Mutex
-	live   map[*Conn]struct{}
-	closed Stats // sums of the conns closed so far
+	live   map[*counters]runtime.Cleanup // counters of the conns not closed nor collected
+	closed Stats                         // sums of the conns closed or collected so far
 }
 
 // Listen announces on the local network address, as net.Listen, for the networks "tcp",
@@ -49,11 +55,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 					return err
 				}
 			}
-			var serr error
-			if err := c.Control(func(fd uintptr) { serr = setMSS(fd, pageSize+12) }); err != nil {
-				return err
-			}
-			return serr
+			return controlMSS(c)
 		}
 	}
 	ln, err := cfg.Listen(ctx, network, address)
@@ -77,35 +79,122 @@ func checkArgs(op, network string, opts *Options) error {
 	return nil
 }
 
-// NewListener wraps inner: Accept turns each *net.TCPConn it returns into a *Conn with
-// opts, and passes other conns through unchanged. Invalid opts make Accept fail.
-// Options.PageAlignedMSS has no effect here (the socket already exists; set TCP_MAXSEG
-// before listen, or use ListenConfig).
-func NewListener(inner net.Listener, opts Options) *Listener {
-	_, err := opts.validate()
-	return &Listener{inner: inner, opts: opts, err: err, live: make(map[*Conn]struct{})}
+// controlMSS sets the page-sized TCP_MAXSEG (page size + 12 bytes of timestamp option)
+// on the socket of c, before listen or connect.
+func controlMSS(c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = setMSS(fd, pageSize+12) }); err != nil {
+		return err
+	}
+	return serr
 }
 
-// Accept waits for and returns the next connection: a *Conn for TCP connections.
-func (l *Listener) Accept() (net.Conn, error) {
-	if l.err != nil {
-		return nil, &net.OpError{Op: "accept", Net: l.inner.Addr().Network(), Addr: l.inner.Addr(), Err: l.err}
+// ErrNotInitialized is the Err of the *net.OpError returned by the methods of a Conn or
+// Listener that has no socket: a zero value (not made by Accept, Dial, NewConn, Listen or
+// NewListener), or a Listener made by NewListener(nil, opts).
+var ErrNotInitialized = errors.New("zcnet: no socket (zero value or nil inner listener)")
+
+// NewListener wraps inner: Accept turns each *net.TCPConn it returns into a *Conn with
+// opts, and passes other conns through unchanged. Invalid opts, or a nil inner, make
+// Accept fail. Options.PageAlignedMSS has no effect here (the socket already exists; set
+// TCP_MAXSEG before listen, or use ListenConfig); Options.UserTimeout is applied to every
+// conn accepted.
+func NewListener(inner net.Listener, opts Options) *Listener {
+	_, err := opts.validate()
+	return &Listener{inner: inner, opts: opts, err: err}
+}
+
+// addr returns the inner listener's address, or nil when there is none.
+func (l *Listener) addr() net.Addr {
+	if l.inner == nil {
+		return nil
 	}
-	c, err := l.inner.Accept()
+	return l.inner.Addr()
+}
+
+// opErr returns the *net.OpError of op on l with err.
+func (l *Listener) opErr(op string, err error) error {
+	a := l.addr()
+	network := "tcp"
+	if a != nil {
+		network = a.Network()
+	}
+	return &net.OpError{Op: op, Net: network, Addr: a, Err: err}
+}
+
+// Accept waits for and returns the next connection: a *Conn for TCP connections, other
+// conns of the inner listener unchanged.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.accept()
 	if err != nil {
-		return nil, err
+		return nil, err // a nil interface, never a nil *Conn in one
 	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c, nil
 	}
+	zc, err := l.wrap(tc)
+	if err != nil {
+		return nil, err
+	}
+	return zc, nil
+}
+
+// AcceptConn waits for and returns the next connection as a *Conn. When the inner
+// listener returns a conn that is not a *net.TCPConn, AcceptConn closes it and returns a
+// *net.OpError saying so; use Accept to take such conns.
+//
+// There is no AcceptTCP: a Listener hands out no *net.TCPConn, since reading one directly
+// would skip the bytes its Conn holds.
+func (l *Listener) AcceptConn() (*Conn, error) {
+	c, err := l.accept()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, l.opErr("accept", errNotTCPConn)
+	}
+	return l.wrap(tc)
+}
+
+// errNotTCPConn is the Err of AcceptConn and of a Dialer given a conn that is not a
+// *net.TCPConn.
+var errNotTCPConn = errors.New("zcnet: conn is not a *net.TCPConn")
+
+// accept checks l and takes the inner listener's next conn.
+func (l *Listener) accept() (net.Conn, error) {
+	if l.inner == nil {
+		return nil, l.opErr("accept", ErrNotInitialized)
+	}
+	if l.err != nil {
+		return nil, l.opErr("accept", l.err)
+	}
+	return l.inner.Accept()
+}
+
+// wrap turns an accepted TCP conn into a *Conn counted by l, setting UserTimeout.
+func (l *Listener) wrap(tc *net.TCPConn) (*Conn, error) {
+	if l.opts.UserTimeout > 0 {
+		if err := setUserTimeoutConn(tc, l.opts.UserTimeout); err != nil {
+			tc.Close()
+			return nil, l.opErr("accept", err)
+		}
+	}
 	zc, err := NewConn(tc, l.opts)
 	if err != nil {
 		tc.Close()
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.inner.Addr(), Err: err}
+		return nil, l.opErr("accept", err)
 	}
+	st := zc.st
 	l.mu.Lock()
-	l.live[zc] = struct{}{}
+	if l.live == nil {
+		l.live = make(map[*counters]runtime.Cleanup)
+	}
+	// The cleanup holds l and the counters, never the conn: a conn dropped without Close
+	// stays collectable, and its counters move into the sums when it is collected.
+	l.live[st] = runtime.AddCleanup(zc, l.collected, st)
 	l.mu.Unlock()
 	zc.onClose = l.forget
 	return zc, nil
@@ -113,12 +202,22 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // forget moves a closed conn's counters into the listener's sums.
 func (l *Listener) forget(c *Conn) {
-	s := c.Stats()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.live[c]; ok {
-		delete(l.live, c)
-		l.closed.Add(s)
+	if cl, ok := l.live[c.st]; ok {
+		cl.Stop()
+		delete(l.live, c.st)
+		l.closed.Add(c.st.snapshot())
+	}
+}
+
+// collected moves the counters of a conn collected without Close into the sums.
+func (l *Listener) collected(st *counters) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.live[st]; ok {
+		delete(l.live, st)
+		l.closed.Add(st.snapshot())
 	}
 }
 
@@ -127,64 +226,157 @@ func (l *Listener) forget(c *Conn) {
 func (l *Listener) Stats() Stats {
 	l.mu.Lock()
 	s := l.closed
-	conns := make([]*Conn, 0, len(l.live))
-	for c := range l.live {
-		conns = append(conns, c)
+	sts := make([]*counters, 0, len(l.live))
+	for st := range l.live {
+		sts = append(sts, st)
 	}
 	l.mu.Unlock()
-	for _, c := range conns {
-		s.Add(c.Stats())
+	for _, st := range sts {
+		s.Add(st.snapshot())
 	}
 	return s
 }
 
 // Close stops listening; conns already accepted stay open.
-func (l *Listener) Close() error { return l.inner.Close() }
+func (l *Listener) Close() error {
+	if l.inner == nil {
+		return l.opErr("close", ErrNotInitialized)
+	}
+	return l.inner.Close()
+}
 
-// Addr returns the listener's network address.
-func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+// Addr returns the listener's network address (nil for a Listener with no socket).
+func (l *Listener) Addr() net.Addr { return l.addr() }
 
 // SetDeadline sets the deadline for Accept when the wrapped listener has one (as
 // *net.TCPListener does).
 func (l *Listener) SetDeadline(t time.Time) error {
+	if l.inner == nil {
+		return l.opErr("set", ErrNotInitialized)
+	}
 	d, ok := l.inner.(interface{ SetDeadline(time.Time) error })
 	if !ok {
-		return &net.OpError{Op: "set", Net: l.inner.Addr().Network(), Addr: l.inner.Addr(), Err: syscall.EINVAL}
+		return l.opErr("set", syscall.EINVAL)
 	}
 	return d.SetDeadline(t)
 }
 
-// Dialer is net.Dialer plus the Options of the conns it makes.
+// errNotTCPListener is the Err of SyscallConn and File when the inner listener is not a
+// *net.TCPListener (nor has the method asked for).
+var errNotTCPListener = errors.New("zcnet: inner listener is not a *net.TCPListener")
+
+// SyscallConn returns the listening socket's raw connection, as
+// net.TCPListener.SyscallConn, for socket options. It fails with a *net.OpError when the
+// inner listener has no such method (it is not a *net.TCPListener).
+func (l *Listener) SyscallConn() (syscall.RawConn, error) {
+	if l.inner == nil {
+		return nil, l.opErr("raw-control", ErrNotInitialized)
+	}
+	sc, ok := l.inner.(syscall.Conn)
+	if !ok {
+		return nil, l.opErr("raw-control", errNotTCPListener)
+	}
+	return sc.SyscallConn()
+}
+
+// File returns a copy of the listening socket's file descriptor, as
+// net.TCPListener.File; closing one does not close the other. It fails with a
+// *net.OpError when the inner listener has no such method.
+func (l *Listener) File() (*os.File, error) {
+	if l.inner == nil {
+		return nil, l.opErr("file", ErrNotInitialized)
+	}
+	f, ok := l.inner.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, l.opErr("file", errNotTCPListener)
+	}
+	return f.File()
+}
+
+// Dialer is net.Dialer plus the Options of the conns it makes. Its DialContext has the
+// signature of net.Dialer.DialContext, so it fits http.Transport.DialContext and
+// grpc.WithContextDialer; DialConnContext returns the *Conn itself.
 type Dialer struct {
 	net.Dialer
 	Options Options
 }
 
-// DialContext connects to address on "tcp", "tcp4" or "tcp6", as net.Dialer.DialContext,
-// and returns the connection as a *Conn.
-func (d *Dialer) DialContext(ctx context.Context, network, address string) (*Conn, error) {
+// DialContext connects to address on "tcp", "tcp4" or "tcp6", as net.Dialer.DialContext.
+// The conn is a *Conn; on error it is a nil interface.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := d.DialConnContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Dial connects to address, as net.Dialer.Dial. The conn is a *Conn; on error it is a
+// nil interface.
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialConn is Dial returning the *Conn.
+func (d *Dialer) DialConn(network, address string) (*Conn, error) {
+	return d.DialConnContext(context.Background(), network, address)
+}
+
+// DialConnContext is DialContext returning the *Conn. With Options.PageAlignedMSS and
+// Options.UserTimeout the socket gets TCP_MAXSEG and TCP_USER_TIMEOUT before it
+// connects, after the net.Dialer's own ControlContext or Control has run.
+func (d *Dialer) DialConnContext(ctx context.Context, network, address string) (*Conn, error) {
 	if err := checkArgs("dial", network, &d.Options); err != nil {
 		return nil, err
 	}
-	c, err := d.Dialer.DialContext(ctx, network, address)
+	nd := d.Dialer
+	if d.Options.PageAlignedMSS || d.Options.UserTimeout > 0 {
+		userCtl, userCtx := nd.Control, nd.ControlContext
+		opts := d.Options
+		nd.Control = nil
+		nd.ControlContext = func(ctx context.Context, network, address string, c syscall.RawConn) error {
+			var err error
+			switch {
+			case userCtx != nil:
+				err = userCtx(ctx, network, address, c)
+			case userCtl != nil:
+				err = userCtl(network, address, c)
+			}
+			if err == nil && opts.PageAlignedMSS {
+				err = controlMSS(c)
+			}
+			if err == nil && opts.UserTimeout > 0 {
+				err = controlUserTimeout(c, opts.UserTimeout)
+			}
+			return err
+		}
+	}
+	c, err := nd.DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
-	zc, err := NewConn(c.(*net.TCPConn), d.Options)
-	if err != nil {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
 		c.Close()
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: errNotTCPConn}
+	}
+	zc, err := NewConn(tc, d.Options)
+	if err != nil {
+		tc.Close()
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: tc.RemoteAddr(), Err: err}
 	}
 	return zc, nil
 }
 
-// Dial connects to address, as net.Dialer.Dial.
-func (d *Dialer) Dial(network, address string) (*Conn, error) {
+// Dial connects to address on "tcp", "tcp4" or "tcp6" with the zero Options, as
+// net.Dial. The conn is a *Conn; on error it is a nil interface.
+func Dial(network, address string) (net.Conn, error) {
+	var d Dialer
 	return d.DialContext(context.Background(), network, address)
 }
 
-// Dial connects to address on "tcp", "tcp4" or "tcp6" with the zero Options.
-func Dial(network, address string) (*Conn, error) {
+// DialConn is Dial returning the *Conn.
+func DialConn(network, address string) (*Conn, error) {
 	var d Dialer
-	return d.DialContext(context.Background(), network, address)
+	return d.DialConnContext(context.Background(), network, address)
 }

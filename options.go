@@ -3,6 +3,8 @@ package zcnet
 import (
 	"errors"
 	"fmt"
+	"math"
+	"time"
 )
 
 // Mode selects how a Conn receives.
@@ -50,8 +52,11 @@ type Options struct {
 	// payload (TCP_MAXSEG = page size + 12 bytes of timestamp option), so that each
 	// segment a peer sends fills exactly one page: the payload the kernel can map. It
 	// assumes TCP timestamps (on by default in Linux); without them segments carry 12
-	// bytes more than a page and none can be mapped. It is ignored by Dialer and NewConn,
-	// and where the fast path does not exist (non-Linux).
+	// bytes more than a page and none can be mapped. A Dialer sets it on its socket before
+	// connecting, so that its SYN advertises it and the server's segments fill pages: a
+	// download maps as an upload to a listener does. It is ignored by NewConn and
+	// NewListener (the socket exists already), and where the fast path does not exist
+	// (non-Linux).
 	PageAlignedMSS bool
 	// CopyViews makes Next and WriteTo hand out copies instead of mapped memory, as a
 	// debugging aid: writing into a mapped view is a fatal fault of the process, and
@@ -59,7 +64,18 @@ type Options struct {
 	// code reads or writes a pooled buffer instead, and a race detector or a test can
 	// find it. It costs a copy of every byte.
 	CopyViews bool
+	// UserTimeout, when positive, sets TCP_USER_TIMEOUT on every conn a Listener accepts
+	// and a Dialer makes (rounded up to a whole millisecond): how long sent data may stay
+	// unacknowledged before the kernel drops the connection. Code that sets it only on a
+	// concrete *net.TCPConn (gRPC's keepalive does) skips a *Conn; set it here instead. Zero
+	// leaves the kernel default; negative values and values above MaxUserTimeout are
+	// errors. It is ignored by NewConn (which does not touch the socket) and outside Linux.
+	UserTimeout time.Duration
 }
+
+// MaxUserTimeout is the largest Options.UserTimeout accepted (the kernel takes
+// milliseconds as a C int).
+const MaxUserTimeout = math.MaxInt32 * time.Millisecond
 
 // Errors for bad arguments.
 var (
@@ -86,5 +102,11 @@ func (o *Options) validate() (int, error) {
 		size = DefaultRingSize
 	}
 	size = (size + pageSize - 1) &^ (pageSize - 1)
+	switch {
+	case o.UserTimeout < 0:
+		return 0, fmt.Errorf("zcnet: negative UserTimeout %v", o.UserTimeout)
+	case o.UserTimeout > MaxUserTimeout:
+		return 0, fmt.Errorf("zcnet: UserTimeout %v above the maximum %v", o.UserTimeout, MaxUserTimeout)
+	}
 	return size, nil
 }

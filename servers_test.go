@@ -1,0 +1,215 @@
+package zcnet
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"runtime"
+	"testing"
+
+	"github.com/zcnet/zcnet/internal/zcsend"
+)
+
+// hashReply is the "bytes sha256" line servers in these tests answer with.
+func hashReply(n int64, sum []byte) string { return fmt.Sprintf("%d %x", n, sum) }
+
+// wantReply fails the test unless reply says total pattern bytes were received intact.
+func wantReply(t *testing.T, reply string, total int64) {
+	t.Helper()
+	want := patternSum(total)
+	if w := hashReply(total, want[:]); reply != w {
+		t.Fatalf("server replied %q, want %q", reply, w)
+	}
+}
+
+// TestServerHTTPUpload256M serves net/http on zcnet.Listen and uploads 256 MiB with Go's
+// HTTP client: the handler receives the body intact (SHA-256) and the listener's Stats
+// count at least the body.
+func TestServerHTTPUpload256M(t *testing.T) {
+	const total = 256 << 20
+	ln, err := Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, hashReply(n, h.Sum(nil)))
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		srv.Close()
+		if err := <-served; err != http.ErrServerClosed {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post("http://"+ln.Addr().String()+"/", "application/octet-stream",
+		io.LimitReader(&patternReader{}, total))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReply(t, string(reply), total)
+	if s := ln.Stats(); s.MappedBytes+s.CopiedBytes < total {
+		t.Errorf("listener Stats count %d bytes, want at least %d", s.MappedBytes+s.CopiedBytes, total)
+	}
+}
+
+// hashServer accepts one conn on a plain TCP listener and reports the "bytes sha256"
+// of what it reads until EOF.
+func hashServer(t *testing.T) (addr string, reply <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	out := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			out <- err.Error()
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil {
+			out <- err.Error()
+			return
+		}
+		out <- hashReply(n, h.Sum(nil))
+	}()
+	return ln.Addr().String(), out
+}
+
+// TestProxyCopy forwards 256 MiB from a client through a zcnet conn to a plain TCP
+// backend with io.Copy(backend, conn), as a proxy does: the backend receives the stream
+// intact (SHA-256). With the mappable sender in ModeZeroCopy, at least 99% of it was
+// mapped and handed to the backend's Write without a copy in user space.
+func TestProxyCopy(t *testing.T) {
+	const total = 256 << 20
+	mappable := runtime.GOOS == "linux" && Supported() == nil
+	opts := Options{}
+	if mappable {
+		opts = Options{Mode: ModeZeroCopy, PageAlignedMSS: true}
+	}
+	ln := listenLoopback(t, opts)
+	sent := make(chan error, 1)
+	go func() {
+		if !mappable {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err == nil {
+				_, err = io.Copy(c, io.LimitReader(&patternReader{}, total))
+				c.Close()
+			}
+			sent <- err
+			return
+		}
+		o := zcsend.Options{PageMSS: true, ZeroCopy: true}
+		c, err := zcsend.Dial(context.Background(), ln.Addr().String(), o)
+		if err == nil {
+			err = zcsend.Send(c, total, o)
+			c.Close()
+		}
+		sent <- err
+	}()
+	zc := acceptConn(t, ln)
+	backendAddr, reply := hashServer(t)
+	backend, err := net.Dial("tcp", backendAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	n, err := io.Copy(backend, zc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	zc.Close()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if n != total {
+		t.Errorf("io.Copy forwarded %d bytes, want %d", n, int64(total))
+	}
+	wantReply(t, <-reply, total)
+	st := zc.Stats()
+	if mappable && (st.MappedShare() < 0.99 || st.ViewBytes < st.MappedBytes) {
+		t.Errorf("mapped share %.4f (want at least 0.99), %d bytes passed as views of %d mapped: %+v",
+			st.MappedShare(), st.ViewBytes, st.MappedBytes, st)
+	}
+	t.Logf("mapped share %.4f", st.MappedShare())
+}
+
+// TestDialerHTTPTransport uses Dialer.DialContext as http.Transport.DialContext: a GET
+// of a 32 MiB body from a net/http server arrives intact (SHA-256) through a *Conn, whose
+// Stats count the body.
+func TestDialerHTTPTransport(t *testing.T) {
+	const total = 32 << 20
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(total))
+		io.Copy(w, io.LimitReader(&patternReader{}, total))
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(inner) }()
+	defer func() {
+		srv.Close()
+		if err := <-served; err != http.ErrServerClosed {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	d := &Dialer{}
+	tr := &http.Transport{DialContext: d.DialContext}
+	defer tr.CloseIdleConnections()
+	var conn net.Conn
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { conn = info.Conn },
+	})
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+inner.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := patternSum(total); n != total || [32]byte(h.Sum(nil)) != want {
+		t.Fatalf("body of %d bytes, want %d; sha256 match: %v", n, int64(total), [32]byte(h.Sum(nil)) == want)
+	}
+	zc, ok := conn.(*Conn)
+	if !ok {
+		t.Fatalf("the transport used a %T, want *Conn", conn)
+	}
+	if s := zc.Stats(); s.MappedBytes+s.CopiedBytes < total {
+		t.Errorf("conn Stats count %d bytes, want at least %d", s.MappedBytes+s.CopiedBytes, total)
+	}
+}
