@@ -152,7 +152,7 @@ type docCost struct {
 	// The per-round ratios behind the two medians.
 	MapCopyReadSamples []float64 `json:"map_copy_ratio_read_samples"`
 	MapCopyNextSamples []float64 `json:"map_copy_ratio_next_samples"`
-	Error            string       `json:"error,omitempty"`
+	Error              string    `json:"error,omitempty"`
 }
 
 // row returns the row with key k, or nil.
