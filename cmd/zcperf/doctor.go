@@ -209,6 +209,10 @@ type docReport struct {
 // is said to pay: a margin for the noise of a few rounds.
 const docPays = 0.90
 
+// docMostlyMapped is the mapped share, in percent, at which the CPU comparison prices
+// mapping: Next can copy the odd partial page when a message ends mid-page.
+const docMostlyMapped = 90
+
 // docPaysIn says whether a map/copy ratio shows that mapping pays: its median is at most
 // docPays and no round found mapping dearer.
 func docPaysIn(median float64, samples []float64) bool {
@@ -610,11 +614,11 @@ func docDecide(h docHost, m docMeasurements) docVerdict {
 		find("receiver CPU comparison failed: %s", c.Error)
 	case net == nil || rd == nil || nx == nil || cp == nil:
 		find("receiver CPU comparison incomplete")
-	case rd.MappedPct < 99 || nx.MappedPct < 99:
+	case rd.MappedPct < docMostlyMapped || nx.MappedPct < docMostlyMapped:
 		find("the CPU comparison did not map its pages (Read %.1f%%, Next %.1f%% mapped), so it does not price mapping", rd.MappedPct, nx.MappedPct)
 	default:
-		find("receiver CPU per MiB with a busy goroutine in the process: net.TCPConn Read %.0f us/MiB; zcnet ModeZeroCopy Read %.2fx of it, ModeZeroCopy Next %.2fx, ModeCopy Next %.2fx",
-			net.CPUPerMiB, rd.Ratio, nx.Ratio, cp.Ratio)
+		find("receiver CPU per MiB with a busy goroutine in the process: net.TCPConn Read %.0f us/MiB; zcnet ModeZeroCopy Read %.2fx of it (%.1f%% mapped), ModeZeroCopy Next %.2fx (%.1f%% mapped), ModeCopy Next %.2fx",
+			net.CPUPerMiB, rd.Ratio, rd.MappedPct, nx.Ratio, nx.MappedPct, cp.Ratio)
 		find("mapping against copying in the same calls: Read %.2fx (ModeZeroCopy Read / net.TCPConn Read), Next %.2fx (ModeZeroCopy Next / ModeCopy Next)",
 			c.MapCopyRead, c.MapCopyNext)
 		switch {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -97,13 +96,6 @@ func docThreadClock() func() float64 {
 	}
 }
 
-// ETHTOOL_A_RINGS_TCP_DATA_SPLIT values (enum ethtool_tcp_data_split).
-const (
-	docDataSplitUnknown  = 0
-	docDataSplitDisabled = 1
-	docDataSplitEnabled  = 2
-)
-
 // docHeaderSplit asks the kernel's ethtool netlink family whether device name splits TCP
 // headers from payload: "enabled", "disabled" or "unknown" with the reason.
 func docHeaderSplit(name string) (string, string) {
@@ -150,23 +142,6 @@ func docHeaderSplit(name string) (string, string) {
 	return docDataSplit(attrs)
 }
 
-// docDataSplit reads ETHTOOL_A_RINGS_TCP_DATA_SPLIT from the attributes of a rings reply.
-func docDataSplit(attrs map[uint16][]byte) (string, string) {
-	v, ok := attrs[unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT]
-	if !ok || len(v) < 1 {
-		return "unknown", "the device does not report tcp-data-split"
-	}
-	switch v[0] {
-	case docDataSplitEnabled:
-		return "enabled", ""
-	case docDataSplitDisabled:
-		return "disabled", ""
-	case docDataSplitUnknown:
-		return "unknown", "the device reports tcp-data-split as unknown"
-	}
-	return "unknown", fmt.Sprintf("tcp-data-split value %d", v[0])
-}
-
 // docNlRoundTrip sends a generic netlink request and returns the top-level attributes of
 // its reply, or the errno the kernel answered with.
 func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
@@ -206,3 +181,11 @@ func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
 		}
 	}
 }
+
+// The netlink constants doctor_netlink.go spells out must match the system's.
+var (
+	_ [unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT - docRingsTCPDataSplit]struct{}
+	_ [docRingsTCPDataSplit - unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT]struct{}
+	_ [unix.NLMSG_ERROR - docNlmsgErrorTyp]struct{}
+	_ [docNlmsgErrorTyp - unix.NLMSG_ERROR]struct{}
+)

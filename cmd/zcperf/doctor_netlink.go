@@ -6,6 +6,7 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 )
 
 // Netlink layout (linux/netlink.h, linux/genetlink.h).
@@ -92,4 +93,31 @@ func docParseNlAttrs(b []byte) (map[uint16][]byte, error) {
 		b = b[min(docAlign4(n), len(b)):]
 	}
 	return attrs, nil
+}
+
+// ETHTOOL_A_RINGS_TCP_DATA_SPLIT (linux/ethtool_netlink.h) and its values (enum
+// ethtool_tcp_data_split).
+const (
+	docRingsTCPDataSplit = 0xb
+	docDataSplitUnknown  = 0
+	docDataSplitDisabled = 1
+	docDataSplitEnabled  = 2
+)
+
+// docDataSplit reads the tcp-data-split setting from the attributes of an ethtool rings
+// reply: "enabled", "disabled" or "unknown" with the reason.
+func docDataSplit(attrs map[uint16][]byte) (string, string) {
+	v, ok := attrs[docRingsTCPDataSplit]
+	if !ok || len(v) < 1 {
+		return "unknown", "the device does not report tcp-data-split"
+	}
+	switch v[0] {
+	case docDataSplitEnabled:
+		return "enabled", ""
+	case docDataSplitDisabled:
+		return "disabled", ""
+	case docDataSplitUnknown:
+		return "unknown", "the device reports tcp-data-split as unknown"
+	}
+	return "unknown", fmt.Sprintf("tcp-data-split value %d", v[0])
 }
