@@ -132,21 +132,26 @@ type docCostRow struct {
 	CPUPerMiB float64   `json:"cpu_us_per_mib"`
 	Samples   []float64 `json:"cpu_us_per_mib_samples"`
 	// Ratio is the median over rounds of CPUPerMiB over net_read's in the same round.
-	Ratio     float64      `json:"ratio_to_net"`
-	MappedPct float64      `json:"mapped_pct"`
-	Stats     *zcnet.Stats `json:"stats,omitempty"`
+	Ratio     float64 `json:"ratio_to_net"`
+	MappedPct float64 `json:"mapped_pct"`
+	// BusyCharged is the median of the part of CPUPerMiB that the busy goroutine lost
+	// (interrupts and cache misses on its CPU), in us/MiB.
+	BusyCharged float64      `json:"busy_charged_us_per_mib"`
+	Stats       *zcnet.Stats `json:"stats,omitempty"`
 }
 
 // docCost is the receiver CPU comparison.
 type docCost struct {
-	Rounds           int          `json:"rounds"`
-	BytesPerTransfer int64        `json:"bytes_per_transfer"`
-	BusyGoroutine    bool         `json:"busy_goroutine"`
-	Receivers        []docCostRow `json:"receivers"`
+	Rounds           int   `json:"rounds"`
+	BytesPerTransfer int64 `json:"bytes_per_transfer"`
+	BusyGoroutine    bool  `json:"busy_goroutine"`
+	// BusyRate is the busy goroutine's turns per CPU-second undisturbed.
+	BusyRate  float64      `json:"busy_rate"`
+	Receivers []docCostRow `json:"receivers"`
 	// MapCopyRead is the median over rounds of the CPU per MiB of zc_read over net_read
 	// (mapping and copying out, against copying, with the same wake-ups);
-	// MapCopyNext is that of zc_next over copy_next (the same Next calls, mapped against
-	// copied).
+	// MapCopyNext is that of zc_next over the cheaper of copy_next (the same Next calls,
+	// copied) and net_read: the cheapest way to get the bytes without mapping.
 	MapCopyRead float64 `json:"map_copy_ratio_read"`
 	MapCopyNext float64 `json:"map_copy_ratio_next"`
 	// The per-round ratios behind the two medians.
@@ -224,7 +229,7 @@ func doctorMain(args []string) int {
 	fs := flag.NewFlagSet("zcperf doctor", flag.ContinueOnError)
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of the report")
 	seconds := fs.Float64("seconds", 6, "time for the loopback measurements; 0 runs the checks and the short cause runs only")
-	rounds := fs.Int("rounds", 3, "rounds of the CPU comparison (medians)")
+	rounds := fs.Int("rounds", 5, "rounds of the CPU comparison (medians)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: zcperf doctor [-json] [-seconds N] [-rounds N]\n\nSays whether zcnet's zero-copy receive helps on this host, and why.")
 		fs.PrintDefaults()
@@ -619,8 +624,17 @@ func docDecide(h docHost, m docMeasurements) docVerdict {
 	default:
 		find("receiver CPU per MiB with a busy goroutine in the process: net.TCPConn Read %.0f us/MiB; zcnet ModeZeroCopy Read %.2fx of it (%.1f%% mapped), ModeZeroCopy Next %.2fx (%.1f%% mapped), ModeCopy Next %.2fx",
 			net.CPUPerMiB, rd.Ratio, rd.MappedPct, nx.Ratio, nx.MappedPct, cp.Ratio)
-		find("mapping against copying in the same calls: Read %.2fx (ModeZeroCopy Read / net.TCPConn Read), Next %.2fx (ModeZeroCopy Next / ModeCopy Next)",
+		find("mapping against copying: Read %.2fx (ModeZeroCopy Read / net.TCPConn Read), Next %.2fx (ModeZeroCopy Next / the cheaper of ModeCopy Next and net.TCPConn Read)",
 			c.MapCopyRead, c.MapCopyNext)
+		for _, r := range []struct {
+			what    string
+			median  float64
+			samples []float64
+		}{{"Read", c.MapCopyRead, c.MapCopyReadSamples}, {"Next", c.MapCopyNext, c.MapCopyNextSamples}} {
+			if r.median <= docPays && !docPaysIn(r.median, r.samples) {
+				find("the rounds disagree on mapping with %s (map/copy %s): not counted as paying; the host is noisy, run again with more -seconds and -rounds", r.what, docRatios(r.samples))
+			}
+		}
 		switch {
 		case docPaysIn(c.MapCopyRead, c.MapCopyReadSamples):
 			v.MappingPays = "yes"
@@ -633,14 +647,14 @@ func docDecide(h docHost, m docMeasurements) docVerdict {
 	switch v.MappingPays {
 	case "yes":
 		v.Mode = "ModeZeroCopy"
-		v.Summary = fmt.Sprintf("Mapping is cheaper than copying here (ModeZeroCopy Read %.2fx of net.TCPConn Read's CPU per MiB, ModeZeroCopy Next %.2fx of ModeCopy Next): ModeZeroCopy pays for bulk streams whose pages map; ModeAuto (the default) is safe everywhere.",
+		v.Summary = fmt.Sprintf("Mapping is cheaper than copying here (ModeZeroCopy Read %.2fx of net.TCPConn Read's CPU per MiB, ModeZeroCopy Next %.2fx of the cheapest copying receiver): ModeZeroCopy pays for bulk streams whose pages map; ModeAuto (the default) is safe everywhere.",
 			c.MapCopyRead, c.MapCopyNext)
 	case "next":
 		v.Mode = "ModeZeroCopy"
-		v.Summary = fmt.Sprintf("Mapping pays here only where nothing copies the bytes out again: ModeZeroCopy Next costs %.2fx of the same Next in ModeCopy, but ModeZeroCopy Read %.2fx of net.TCPConn Read. Use ModeZeroCopy for servers that consume with Next or WriteTo and whose peers send mappable pages; ModeAuto (the default) everywhere else.",
+		v.Summary = fmt.Sprintf("Mapping pays here only where nothing copies the bytes out again: ModeZeroCopy Next costs %.2fx of the cheapest copying receiver (ModeCopy Next or net.TCPConn Read), but ModeZeroCopy Read %.2fx of net.TCPConn Read. Use ModeZeroCopy for servers that consume with Next or WriteTo and whose peers send mappable pages; ModeAuto (the default) everywhere else.",
 			c.MapCopyNext, c.MapCopyRead)
 	case "no":
-		v.Summary = fmt.Sprintf("Mapping costs as much as copying or more on this host (ModeZeroCopy Read %.2fx of net.TCPConn Read, ModeZeroCopy Next %.2fx of ModeCopy Next): keep ModeAuto (the default), which measures and copies when copying is cheaper; ModeZeroCopy does not pay here.",
+		v.Summary = fmt.Sprintf("Mapping costs as much as copying or more on this host (ModeZeroCopy Read %.2fx of net.TCPConn Read, ModeZeroCopy Next %.2fx of the cheapest copying receiver): keep ModeAuto (the default), which measures and copies when copying is cheaper; ModeZeroCopy does not pay here.",
 			c.MapCopyRead, c.MapCopyNext)
 	default:
 		v.Summary = "Whether mapping pays here was not measured: use ModeAuto (the default), which is safe everywhere: it measures and copies when copying is cheaper."
@@ -697,6 +711,18 @@ func docDecide(h docHost, m docMeasurements) docVerdict {
 		find("no network interface but loopback is up: only loopback traffic was examined")
 	}
 	return v
+}
+
+// docRatios formats ratios as "0.91x 1.05x ...".
+func docRatios(xs []float64) string {
+	var b strings.Builder
+	for i, x := range xs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.2fx", x)
+	}
+	return b.String()
 }
 
 // docIntOr formats n, or returns unknown for a negative n.
@@ -962,10 +988,15 @@ var docCostReceivers = []struct{ key, name string }{
 // alternating them over rounds, from a MSG_ZEROCOPY sender to a PageAlignedMSS listener,
 // in about budget. With busy, a goroutine spins in this process during each transfer (a
 // server always has other threads running, and they receive the TLB-flush interrupts
-// that releasing mapped pages sends); its thread's CPU is subtracted. With verify, every
-// byte is checked (which costs CPU: for tests).
+// that releasing mapped pages sends); its useful work is not the receiver's, what it
+// lost is (see docCostTransfer). With verify, every byte is checked (which costs CPU:
+// for tests).
 func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify bool, progress func(string)) *docCost {
-	c := &docCost{Rounds: rounds, BusyGoroutine: busy && runtime.GOMAXPROCS(0) >= 2}
+	c := &docCost{Rounds: rounds}
+	if busy && runtime.GOMAXPROCS(0) >= 2 {
+		c.BusyRate = docSpinRate()
+		c.BusyGoroutine = c.BusyRate > 0
+	}
 	for _, r := range docCostReceivers {
 		c.Receivers = append(c.Receivers, docCostRow{Key: r.key, Receiver: r.name})
 	}
@@ -990,7 +1021,7 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 		for _, r := range docCostReceivers {
 			progress("warm-up " + r.name)
 			t0 := time.Now()
-			s, err := docCostTransfer(ln, r.key, warm, send, c.BusyGoroutine, verify)
+			s, err := docCostTransfer(ln, r.key, warm, send, c.BusyRate, verify)
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
@@ -999,22 +1030,25 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 		}
 		n := len(docCostReceivers)
 		perTransfer := (budget-time.Since(start))/time.Duration(n*rounds) - overhead/time.Duration(n)
-		rate := float64(n*warm) / max(drain.Seconds(), 1e-6)
+		// Long transfers drain slower than the short warm-ups (the caches are cold, the
+		// host's other work gets its turn): plan on 70% of the warm-up rate.
+		rate := 0.7 * float64(n*warm) / max(drain.Seconds(), 1e-6)
 		size := int64(rate*perTransfer.Seconds()) &^ (1<<20 - 1)
 		c.BytesPerTransfer = min(max(size, 8<<20), 2<<30)
-		ratios := make([][]float64, n)
+		ratios, charged := make([][]float64, n), make([][]float64, n)
 		sums := make([]zcnet.Stats, n)
 		for round := range rounds {
 			for k := range n {
 				i := (k + round) % n
 				r := docCostReceivers[i]
 				progress(fmt.Sprintf("round %d/%d %s", round+1, rounds, r.name))
-				s, err := docCostTransfer(ln, r.key, c.BytesPerTransfer, send, c.BusyGoroutine, verify)
+				s, err := docCostTransfer(ln, r.key, c.BytesPerTransfer, send, c.BusyRate, verify)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.name, err)
 				}
-				per := s.cpu * 1e6 / float64(c.BytesPerTransfer>>20)
-				c.Receivers[i].Samples = append(c.Receivers[i].Samples, per)
+				mib := float64(c.BytesPerTransfer) / (1 << 20)
+				c.Receivers[i].Samples = append(c.Receivers[i].Samples, s.cpu*1e6/mib)
+				charged[i] = append(charged[i], s.busyCharged*1e6/mib)
 				if s.stats != nil {
 					sums[i].Add(*s.stats)
 				}
@@ -1022,7 +1056,8 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 			for i := range n {
 				ratios[i] = append(ratios[i], c.Receivers[i].Samples[round]/c.Receivers[0].Samples[round])
 			}
-			c.MapCopyNextSamples = append(c.MapCopyNextSamples, c.Receivers[2].Samples[round]/c.Receivers[3].Samples[round])
+			copyNext := min(c.Receivers[3].Samples[round], c.Receivers[0].Samples[round])
+			c.MapCopyNextSamples = append(c.MapCopyNextSamples, c.Receivers[2].Samples[round]/copyNext)
 		}
 		c.MapCopyReadSamples = ratios[1]
 		c.MapCopyRead = docMedian(c.MapCopyReadSamples)
@@ -1030,6 +1065,7 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 		for i := range c.Receivers {
 			row := &c.Receivers[i]
 			row.CPUPerMiB = docMedian(row.Samples)
+			row.BusyCharged = docMedian(charged[i])
 			row.Ratio = docMedian(ratios[i])
 			if row.Key != "net_read" {
 				st := sums[i]
@@ -1047,14 +1083,24 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 
 // docCostSample is one transfer of the CPU comparison.
 type docCostSample struct {
-	wall  time.Duration // from the accept to the end of the stream
-	cpu   float64       // the receiving process's CPU seconds, the busy thread excluded
-	stats *zcnet.Stats
+	wall time.Duration // from the accept to the end of the stream
+	cpu  float64       // the receiving process's CPU seconds, the spinner's useful work excluded
+	// busyCharged are the seconds of the spinner's CPU charged to the receiver (included
+	// in cpu).
+	busyCharged float64
+	stats       *zcnet.Stats
 }
 
 // docCostTransfer receives one stream of size bytes from send on ln with the receiver
 // key and measures it.
-func docCostTransfer(ln net.Listener, key string, size int64, send docSender, busy, verify bool) (docCostSample, error) {
+//
+// With busyRate > 0 a spinner runs in this process meanwhile. The receiver is charged
+// the process's CPU minus the spinner's useful work: its turns over busyRate, the turns
+// per CPU-second it makes undisturbed (docSpinRate). The spinner's CPU beyond that went
+// to interrupts on its CPU (the TLB-flush IPIs that releasing mapped pages sends, which
+// the kernel charges to whatever runs there) and to cache misses: costs the receiver
+// causes, so they are the receiver's.
+func docCostTransfer(ln net.Listener, key string, size int64, send docSender, busyRate float64, verify bool) (docCostSample, error) {
 	var s docCostSample
 	wait, err := send(ln.Addr().String(), size, zcsend.Options{ZeroCopy: true})
 	if err != nil {
@@ -1083,12 +1129,11 @@ func docCostTransfer(ln net.Listener, key string, size int64, send docSender, bu
 		v = new(docVerifier)
 	}
 	var spin *docSpinner
-	if busy {
+	var spinCPU0 float64
+	var spinIters0 uint64
+	if busyRate > 0 {
 		spin = docStartSpinner()
-	}
-	var spin0 float64
-	if spin != nil {
-		spin0 = spin.cpu()
+		spinCPU0, spinIters0 = spin.sample()
 	}
 	cpu0, t0 := cpuTime(), time.Now()
 	var n int64
@@ -1102,8 +1147,12 @@ func docCostTransfer(ln net.Listener, key string, size int64, send docSender, bu
 	}
 	s.cpu, s.wall = cpuTime()-cpu0, time.Since(t0)
 	if spin != nil {
-		s.cpu -= spin.cpu() - spin0
+		spinCPU1, spinIters1 := spin.sample()
 		spin.stop()
+		spinCPU, useful := spinCPU1-spinCPU0, float64(spinIters1-spinIters0)/busyRate
+		useful = min(useful, spinCPU)
+		s.cpu -= useful
+		s.busyCharged = spinCPU - useful
 	}
 	if zc != nil {
 		st := zc.Stats()
@@ -1124,9 +1173,10 @@ func docCostTransfer(ln net.Listener, key string, size int64, send docSender, bu
 	return s, err
 }
 
-// docSpinner is a goroutine spinning on its own OS thread.
+// docSpinner is a goroutine spinning on its own OS thread, counting its turns.
 type docSpinner struct {
 	done  atomic.Bool
+	iters atomic.Uint64
 	ended chan struct{}
 	clock func() float64 // the spinning thread's CPU seconds
 }
@@ -1140,11 +1190,9 @@ func docStartSpinner() *docSpinner {
 		defer runtime.UnlockOSThread()
 		defer close(s.ended)
 		ready <- docThreadClock()
-		x := 0
 		for !s.done.Load() {
-			x++
+			s.iters.Add(1)
 		}
-		_ = x
 	}()
 	s.clock = <-ready
 	return s
@@ -1152,6 +1200,26 @@ func docStartSpinner() *docSpinner {
 
 // cpu returns the spinning thread's CPU time in seconds (0 where it cannot be read).
 func (s *docSpinner) cpu() float64 { return s.clock() }
+
+// sample returns the spinning thread's CPU seconds and turns so far.
+func (s *docSpinner) sample() (float64, uint64) { return s.clock(), s.iters.Load() }
+
+// docSpinRate is the turns per CPU-second of a spinner in an otherwise idle process:
+// the best of three short samples, so the least disturbed.
+func docSpinRate() float64 {
+	best := 0.0
+	for range 3 {
+		s := docStartSpinner()
+		c0, i0 := s.sample()
+		time.Sleep(40 * time.Millisecond)
+		c1, i1 := s.sample()
+		s.stop()
+		if c1 > c0 {
+			best = max(best, float64(i1-i0)/(c1-c0))
+		}
+	}
+	return best
+}
 
 // stop ends the spinner and waits for its goroutine.
 func (s *docSpinner) stop() {

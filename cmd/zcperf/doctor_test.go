@@ -148,6 +148,7 @@ func TestDoctorVerdict(t *testing.T) {
 				m.Cost = docTestCost(100, []float64{0.8, 0.85, 1.1}, []float64{0.8, 1.05, 0.7})
 			},
 			mode: "ModeAuto", pays: "no",
+			findings: []string{"rounds disagree on mapping with Read (map/copy 0.80x 0.85x 1.10x)", "rounds disagree on mapping with Next"},
 		},
 		{
 			name: "the cost runs did not map",
