@@ -210,8 +210,8 @@ type docReport struct {
 	Verdict      docVerdict      `json:"verdict"`
 }
 
-// docPays is the ratio to net.TCPConn's CPU per MiB at or under which a mapping receiver
-// is said to pay: a margin for the noise of a few rounds.
+// docPays is the map/copy ratio of CPU per MiB at or under which mapping is said to pay:
+// a margin for the noise of a few rounds.
 const docPays = 0.90
 
 // docMostlyMapped is the mapped share, in percent, at which the CPU comparison prices
@@ -231,7 +231,10 @@ func doctorMain(args []string) int {
 	seconds := fs.Float64("seconds", 6, "time for the loopback measurements; 0 runs the checks and the short cause runs only")
 	rounds := fs.Int("rounds", 5, "rounds of the CPU comparison (medians)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: zcperf doctor [-json] [-seconds N] [-rounds N]\n\nSays whether zcnet's zero-copy receive helps on this host, and why.")
+		fmt.Fprintln(fs.Output(), "usage: zcperf doctor [-json] [-seconds N] [-rounds N]\n\n"+
+			"Says whether zcnet's zero-copy receive helps on this host, and why: host checks,\n"+
+			"loopback measurements, a verdict. Exit status 0 when it ran (the verdict is in the\n"+
+			"output), 1 when a measurement could not be made, 2 for bad arguments.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -256,9 +259,7 @@ func doctorMain(args []string) int {
 	progress("")
 	rep.Verdict = docDecide(rep.Host, rep.Measurements)
 	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
 			fmt.Fprintln(os.Stderr, "zcperf doctor:", err)
 			return 1
 		}
@@ -879,7 +880,11 @@ func docCauseRunOnce(name, title string, zerocopy, mss bool, total int64, send d
 		if err != nil {
 			return errors.Join(err, wait())
 		}
-		zc := nc.(*zcnet.Conn)
+		zc, ok := nc.(*zcnet.Conn)
+		if !ok {
+			nc.Close()
+			return errors.Join(fmt.Errorf("accepted a %T, not a *zcnet.Conn", nc), wait())
+		}
 		zc.SetReadDeadline(time.Now().Add(2 * time.Minute))
 		var v docVerifier
 		n, err := docDrainRead(zc, make([]byte, 512<<10), &v)
@@ -1008,11 +1013,12 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 			}
 			return serr
 		}}
-		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		defer ln.Close()
+		defer l.Close()
+		ln := l.(*net.TCPListener) // a "tcp" listener is one
 		// Warm up each receiver, and time the transfers to size the measured ones to the
 		// budget left: per transfer, the sender's start-up plus size at the drain rate.
 		start := time.Now()
@@ -1100,15 +1106,14 @@ type docCostSample struct {
 // to interrupts on its CPU (the TLB-flush IPIs that releasing mapped pages sends, which
 // the kernel charges to whatever runs there) and to cache misses: costs the receiver
 // causes, so they are the receiver's.
-func docCostTransfer(ln net.Listener, key string, size int64, send docSender, busyRate float64, verify bool) (docCostSample, error) {
+func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender, busyRate float64, verify bool) (docCostSample, error) {
 	var s docCostSample
 	wait, err := send(ln.Addr().String(), size, zcsend.Options{ZeroCopy: true})
 	if err != nil {
 		return s, err
 	}
-	tl := ln.(*net.TCPListener)
-	tl.SetDeadline(time.Now().Add(30 * time.Second))
-	nc, err := tl.AcceptTCP()
+	ln.SetDeadline(time.Now().Add(30 * time.Second))
+	nc, err := ln.AcceptTCP()
 	if err != nil {
 		return s, errors.Join(err, wait())
 	}
