@@ -89,6 +89,7 @@ func TestDoctorVerdict(t *testing.T) {
 		changes    []string // substrings some change must contain
 		noChanges  []string // substrings no change may contain
 		findings   []string
+		noFindings []string
 		summary    []string
 	}
 	cases := []tc{
@@ -124,7 +125,7 @@ func TestDoctorVerdict(t *testing.T) {
 				m.Cost = docTestCost(100, []float64{1.3, 1.2, 1.4}, []float64{1.1, 1.0, 1.2})
 			},
 			mode: "ModeAuto", pays: "no",
-			summary:  []string{"keep ModeAuto", "does not pay"},
+			summary:  []string{"keep ModeAuto", "does not clearly pay"},
 			findings: []string{"Read 1.30x", "Next 1.10x"},
 		},
 		{
@@ -149,6 +150,14 @@ func TestDoctorVerdict(t *testing.T) {
 			},
 			mode: "ModeAuto", pays: "no",
 			findings: []string{"rounds disagree on mapping with Read (map/copy 0.80x 0.85x 1.10x)", "rounds disagree on mapping with Next"},
+		},
+		{
+			name: "one outlier in five rounds",
+			m: func(m *docMeasurements) {
+				m.Cost = docTestCost(100, []float64{1.0, 1.1, 0.9, 1.2, 1.0}, []float64{0.58, 0.68, 1.35, 0.63, 0.62})
+			},
+			mode: "ModeZeroCopy", pays: "next",
+			noFindings: []string{"disagree"},
 		},
 		{
 			name: "the cost runs did not map",
@@ -280,6 +289,11 @@ func TestDoctorVerdict(t *testing.T) {
 			for _, s := range c.findings {
 				if !strings.Contains(findings, s) {
 					t.Errorf("findings do not name %q:\n%s", s, findings)
+				}
+			}
+			for _, s := range c.noFindings {
+				if strings.Contains(findings, s) {
+					t.Errorf("findings name %q:\n%s", s, findings)
 				}
 			}
 			for _, s := range c.summary {
@@ -586,6 +600,8 @@ func TestDoctorHelpers(t *testing.T) {
 	}{
 		{[]float64{0.8, 0.7, 0.85}, true},
 		{[]float64{0.8, 0.7, 1.0}, false},
+		{[]float64{0.6, 0.7, 1.4, 0.6, 0.6}, true},
+		{[]float64{0.6, 0.7, 1.4, 1.1, 0.6}, false},
 		{[]float64{0.95, 0.92, 0.91}, false},
 		{nil, false},
 	} {
