@@ -811,3 +811,40 @@ func TestDoctorCostRun(t *testing.T) {
 		t.Errorf("the verdict could not read the comparison: %v", v.Findings)
 	}
 }
+
+// The host facts read on this machine agree with what the process can see for itself.
+func TestDoctorHost(t *testing.T) {
+	h := doctorHost()
+	if h.OS != runtime.GOOS || h.PageSize != os.Getpagesize() {
+		t.Errorf("OS %q, page size %d", h.OS, h.PageSize)
+	}
+	if (h.SupportedError == "") != (zcnet.Supported() == nil) {
+		t.Errorf("supported error %q, zcnet.Supported() %v", h.SupportedError, zcnet.Supported())
+	}
+	for _, ifc := range h.Interfaces {
+		if ifc.Name == "lo" || ifc.PayloadIPv4 != docPayload(ifc.MTU, docIPv4Header) {
+			t.Errorf("interface %+v", ifc)
+		}
+		switch ifc.HeaderSplit {
+		case "enabled", "disabled":
+		case "unknown":
+			if ifc.HeaderSplitDetail == "" {
+				t.Errorf("interface %s: header split unknown with no reason", ifc.Name)
+			}
+		default:
+			t.Errorf("interface %s: header split %q", ifc.Name, ifc.HeaderSplit)
+		}
+	}
+	if runtime.GOOS != "linux" {
+		return
+	}
+	if _, _, ok := docParseRelease(h.Kernel); !ok {
+		t.Errorf("kernel release %q", h.Kernel)
+	}
+	if h.Seccomp < 0 || h.MaxMapCount <= 0 || h.Mappings <= 0 || h.Mappings >= h.MaxMapCount || h.VirtualMemory <= 0 || h.RlimitAS == -2 {
+		t.Errorf("host facts %+v", h)
+	}
+	if _, err := os.Stat("/proc/sys/net/core/high_order_alloc_disable"); err == nil && h.HighOrderAllocDisable < 0 {
+		t.Errorf("high_order_alloc_disable unread: %d", h.HighOrderAllocDisable)
+	}
+}
