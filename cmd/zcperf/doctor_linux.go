@@ -1,0 +1,191 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet"
+)
+
+// doctorHost gathers the host facts of the checks.
+func doctorHost() docHost {
+	h := docHost{
+		OS:                    runtime.GOOS,
+		Seccomp:               -1,
+		MaxMapCount:           -1,
+		Mappings:              -1,
+		RlimitAS:              -2,
+		VirtualMemory:         -1,
+		PageSize:              os.Getpagesize(),
+		HighOrderAllocDisable: -1,
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		h.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if err := zcnet.Supported(); err != nil {
+		h.SupportedError = err.Error()
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		if v, ok := docStatusField(string(b), "Seccomp"); ok {
+			h.Seccomp = docParseInt([]byte(v))
+		}
+		h.VirtualMemory = docStatusKB(string(b), "VmSize")
+	}
+	cg, _ := os.ReadFile("/proc/1/cgroup")
+	h.Container = docContainerHint(func(p string) bool { _, err := os.Stat(p); return err == nil }, os.Getenv, string(cg))
+	if b, err := os.ReadFile("/proc/sys/vm/max_map_count"); err == nil {
+		h.MaxMapCount = docParseInt(b)
+	}
+	if f, err := os.Open("/proc/self/maps"); err == nil {
+		if n, err := docCountLines(f); err == nil {
+			h.Mappings = n
+		}
+		f.Close()
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_AS, &rl) == nil {
+		if rl.Cur == unix.RLIM_INFINITY {
+			h.RlimitAS = -1
+		} else {
+			h.RlimitAS = int64(min(rl.Cur, 1<<62))
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/net/core/high_order_alloc_disable"); err == nil {
+		h.HighOrderAllocDisable = docParseInt(b)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		h.InterfacesError = "cannot list interfaces: " + err.Error()
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		d := docIface{
+			Name:        ifc.Name,
+			Up:          ifc.Flags&net.FlagUp != 0,
+			MTU:         ifc.MTU,
+			PayloadIPv4: docPayload(ifc.MTU, docIPv4Header),
+			PayloadIPv6: docPayload(ifc.MTU, docIPv6Header),
+		}
+		d.HeaderSplit, d.HeaderSplitDetail = docHeaderSplit(ifc.Name)
+		h.Interfaces = append(h.Interfaces, d)
+	}
+	return h
+}
+
+// docThreadClock returns a function that reads the CPU time of the calling thread, in
+// seconds, from any thread (the thread's CPU clock id: MAKE_THREAD_CPUCLOCK(tid,
+// CPUCLOCK_SCHED) in the kernel's terms). The caller must stay on its thread.
+func docThreadClock() func() float64 {
+	tid := int32(unix.Gettid())
+	clk := ^tid<<3 | 6
+	return func() float64 {
+		var ts unix.Timespec
+		if unix.ClockGettime(clk, &ts) != nil {
+			return 0
+		}
+		return float64(ts.Nano()) / 1e9
+	}
+}
+
+// docHeaderSplit asks the kernel's ethtool netlink family whether device name splits TCP
+// headers from payload: "enabled", "disabled" or "unknown" with the reason.
+func docHeaderSplit(name string) (string, string) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	if err != nil {
+		return "unknown", "no generic netlink socket: " + err.Error()
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval((2 * time.Second).Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return "unknown", "cannot bind a netlink socket: " + err.Error()
+	}
+
+	// Resolve the ethtool family's id.
+	req := docGenlMsg(unix.GENL_ID_CTRL, 1, unix.CTRL_CMD_GETFAMILY, 1,
+		docNlAttr(unix.CTRL_ATTR_FAMILY_NAME, append([]byte(unix.ETHTOOL_GENL_NAME), 0)))
+	attrs, err := docNlRoundTrip(fd, req, 1)
+	if errors.Is(err, unix.ENOENT) {
+		return "unknown", "the kernel has no ethtool netlink family (Linux 5.6+)"
+	}
+	if err != nil {
+		return "unknown", "generic netlink family lookup: " + err.Error()
+	}
+	id, ok := attrs[unix.CTRL_ATTR_FAMILY_ID]
+	if !ok || len(id) < 2 {
+		return "unknown", "generic netlink gave no ethtool family id"
+	}
+	family := binary.NativeEndian.Uint16(id)
+
+	// ETHTOOL_MSG_RINGS_GET for the device.
+	hdr := docNlAttr(unix.ETHTOOL_A_HEADER_DEV_NAME, append([]byte(name), 0))
+	req = docGenlMsg(family, 2, unix.ETHTOOL_MSG_RINGS_GET, unix.ETHTOOL_GENL_VERSION,
+		docNlAttr(unix.ETHTOOL_A_RINGS_HEADER|unix.NLA_F_NESTED, hdr))
+	attrs, err = docNlRoundTrip(fd, req, 2)
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return "unknown", "the driver reports no ring parameters"
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return "unknown", "not permitted to query the driver: " + err.Error()
+	case err != nil:
+		return "unknown", "ethtool rings query: " + err.Error()
+	}
+	return docDataSplit(attrs)
+}
+
+// docNlRoundTrip sends a generic netlink request and returns the top-level attributes of
+// its reply, or the errno the kernel answered with.
+func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := docParseNlMsgs(buf[:n])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.seq != seq {
+				continue // a late answer to something else
+			}
+			if m.typ == unix.NLMSG_ERROR {
+				if len(m.data) < 4 {
+					return nil, errors.New("short netlink error message")
+				}
+				if e := int32(binary.NativeEndian.Uint32(m.data)); e != 0 {
+					return nil, unix.Errno(-e)
+				}
+				return nil, errors.New("netlink acknowledged without a reply")
+			}
+			if len(m.data) < unix.GENL_HDRLEN {
+				return nil, errors.New("short generic netlink reply")
+			}
+			return docParseNlAttrs(m.data[unix.GENL_HDRLEN:])
+		}
+	}
+}
+
+// The netlink constants doctor_netlink.go spells out must match the system's.
+var (
+	_ [unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT - docRingsTCPDataSplit]struct{}
+	_ [docRingsTCPDataSplit - unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT]struct{}
+	_ [unix.NLMSG_ERROR - docNlmsgErrorTyp]struct{}
+	_ [docNlmsgErrorTyp - unix.NLMSG_ERROR]struct{}
+)
