@@ -148,7 +148,8 @@ func (f *filler) tryMap(fd int) bool {
 		// The last fill took less than a page (small requests): a recv of up to a page
 		// takes such a request in one call. A page that it splits costs one page of copy.
 		f.small = false
-		return f.recv(fd, f.s.buf.space(pageSize)[:pageSize], causeTail)
+		space := f.s.buf.space(1)
+		return f.recv(fd, space[:min(len(space), pageSize)], causeTail)
 	}
 	if !r.reserved() {
 		if f.sys.peek != nil {
