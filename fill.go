@@ -32,6 +32,10 @@ type fillResult struct {
 	err    error         // why nothing was received: the end of the stream, an error
 }
 
+// unmappableFills is the number of mapping fills in a row that map nothing after which
+// a fill's recv takes all it wants, not only the bytes the kernel reported unmappable.
+const unmappableFills = 4
+
 // errNoMap tells the caller of a mapping fill that mapping was just turned off and
 // nothing was received: it should fill again on the copy path.
 var errNoMap = errors.New("zcnet: mapping disabled")
@@ -60,7 +64,10 @@ type filler struct {
 	small   bool // the last mapping fill took less than a page: try recv(2) first
 	mss     int  // TCP_INFO rcv_mss when last read; 0: not read yet
 	skips   int  // unmappable stretches since rcv_mss was read
-	zc      zerocopyReceive
+	// unmappable counts the mapping fills in a row that mapped nothing, up to
+	// unmappableFills.
+	unmappable int
+	zc         zerocopyReceive
 }
 
 // streamEnd is the end of the stream as the kernel reported it.
@@ -212,6 +219,7 @@ func (f *filler) tryMap(fd int) bool {
 			f.st.skips.Add(1)
 		}
 		if m > 0 {
+			f.unmappable = 0
 			f.st.mapped.Add(uint64(m))
 			f.st.mapFills.Add(1)
 			f.received(m, true)
@@ -219,7 +227,14 @@ func (f *filler) tryMap(fd int) bool {
 		}
 		if hint := int(zc.RecvSkipHint); hint > 0 {
 			// Ask recv for the unmappable bytes only: asking for more would copy pages
-			// that arrived meanwhile and could have been mapped.
+			// that arrived meanwhile and could have been mapped. Once several fills in
+			// a row mapped nothing, the stream is taken to be unmappable for this fill:
+			// recv takes what the call wants in one go.
+			if f.unmappable < unmappableFills {
+				f.unmappable++
+			} else {
+				hint = max(hint, f.req.want)
+			}
 			space := f.s.buf.space(min(hint, copyBufSize))
 			ok := f.recv(fd, space[:min(len(space), hint)], f.skipCause(fd, int(zc.Inq)))
 			f.small = ok && f.res.n > 0 && f.res.n < pageSize && int(zc.Inq) < pageSize

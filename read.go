@@ -170,6 +170,7 @@ func (c *Conn) nextFill(n int) (ready bool, err error) {
 			// than the kernel cannot map would split the mappable pages behind them
 			// and turn the rest of the stream into copies.
 			c.s.gather()
+			c.s.buf.space(missing) // one allocation for the whole view
 		}
 		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing, timed: ch.timed})
 		if res.err != errNoMap {
