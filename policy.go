@@ -1,10 +1,6 @@
 package zcnet
 
-import (
-	"math"
-	"sync/atomic"
-	"time"
-)
+import "sync/atomic"
 
 // callKind is the read-side call a fill serves.
 type callKind uint8
@@ -18,8 +14,6 @@ const (
 // choice is a policy's answer for one fill.
 type choice struct {
 	mapping bool // map whole pages (else recv(2))
-	timed   bool // price the fill in thread CPU time and report it to observe
-	explore bool // the path is tried, not preferred: its whole cost is measured
 }
 
 // policy chooses the path of each fill. One is made per conn from its Mode, and only
@@ -27,176 +21,162 @@ type choice struct {
 type policy interface {
 	// pick chooses the path for a fill of a call of kind that wants size bytes.
 	pick(kind callKind, size int) choice
-	// observe feeds back a timed fill: what it received, and extra, the CPU time the
-	// call spent after it on the mapped bytes (the copy out for Read, the release of the
-	// pages after an exploration).
-	observe(ch choice, res fillResult, extra time.Duration)
+	// observe feeds back what a fill on the path of ch received.
+	observe(ch choice, res fillResult)
 }
 
-// newPolicy returns the policy of mode.
-func newPolicy(mode Mode) policy {
+// newPolicy returns the policy of mode for a conn whose ring is ringSize bytes.
+func newPolicy(mode Mode, ringSize int) policy {
 	switch mode {
 	case ModeZeroCopy:
 		return zerocopyPolicy{}
 	case ModeCopy:
 		return copyPolicy{}
 	}
-	return &autoPolicy{}
+	return &autoPolicy{window: max(windowBytes, 2*ringSize)}
 }
 
 // copyPolicy never maps.
 type copyPolicy struct{}
 
-func (copyPolicy) pick(callKind, int) choice                 { return choice{} }
-func (copyPolicy) observe(choice, fillResult, time.Duration) {}
+func (copyPolicy) pick(callKind, int) choice  { return choice{} }
+func (copyPolicy) observe(choice, fillResult) {}
 
 // zerocopyPolicy always maps.
 type zerocopyPolicy struct{}
 
-func (zerocopyPolicy) pick(callKind, int) choice                 { return choice{mapping: true} }
-func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
+func (zerocopyPolicy) pick(callKind, int) choice  { return choice{mapping: true} }
+func (zerocopyPolicy) observe(choice, fillResult) {}
 
-// The auto mode's cost model. A bulk fill costs about a fixed amount of CPU per byte on
-// each path. The copy path is recv(2). The mapping path is TCP_ZEROCOPY_RECEIVE, plus
-// the release of the pages once consumed (madvise, and the TLB shootdown it sends to
-// every CPU running a thread of the process), plus for Read the copy out of the mapped
-// pages. The conn copies unless a measured exploration of the mapping path, its whole
-// cost counted, comes out clearly cheaper; explorations are rare and become rarer each
-// time one loses (the interval doubles, process-wide, up to exploreMaxInterval bulk
-// fills), so that where mapping does not pay the auto mode costs what copying costs.
+// The auto mode. Where mapping pays (bare metal, a NIC that splits headers) it saves a
+// copy of every byte; where it does not (page-table updates and the TLB shootdowns that
+// follow every release are dear under virtualisation, and every CPU that runs a thread
+// of the process takes one) it costs more than the copy it saves. Only the process's CPU
+// time shows the whole cost: the mapping call, the copy out for Read, the release, and
+// the interrupts other threads take. So the auto mode compares the two paths over
+// windows: now and then a conn receives windowBytes on the copy path, then windowBytes
+// on the mapping path (a window spans at least one ring cycle, so its release is in
+// it), reading CLOCK_PROCESS_CPUTIME_ID at each window's edges; it maps from then on only
+// when mapping cost clearly less per byte (mapMargin) and mapped nearly everything.
+// Other work of the process falls into both windows alike.
 //
-// Fills are priced in the CPU time of the thread that makes their system calls
-// (CLOCK_THREAD_CPUTIME_ID): wall time would count preemption and waits. Reading that
-// clock is itself a system call, so only every sampleEvery-th bulk copy fill is timed.
-// Fills below bulkFill bytes always copy and are never timed: there a call's fixed cost
-// dominates and both paths cost the same copy.
+// Such a probe is due when the process's count of bulk fills reaches a mark; each probe
+// that mapping loses doubles the interval to the next, up to exploreMaxInterval fills,
+// so that where mapping does not pay the probes cost nothing measurable. A conn that
+// maps runs the probe again every recheckEvery bulk fills. Fills below bulkFill bytes
+// always copy: there a call's fixed cost dominates and both paths are the same copy.
 const (
-	bulkFill           = 64 << 10  // smaller fills copy, untimed
-	exploreWant        = 256 << 10 // what an exploring mapping fill takes at most
-	sampleEvery        = 64        // bulk copy fills between two timed ones
-	mapSampleEvery     = 8         // mapping fills between two timed ones
-	recheckEvery       = 64        // mapping fills between two timed copy fills
-	exploreInterval    = 64        // process-wide bulk fills before the first exploration
-	exploreMaxInterval = 1 << 16   // the rarest exploration: 4 GiB or more of bulk fills
-	// mapMargin: mapping must cost less than this share of copying to be chosen. It
-	// also costs other CPUs TLB-flush interrupts, which no clock of this thread sees.
-	mapMargin = 0.75
-	// maxSampleNs bounds a believable sample (ns per byte): a larger one means the
-	// goroutine moved to another thread between the two clock reads.
-	maxSampleNs = 100
-	ewmaWeight  = 0.25 // weight of a new sample
+	bulkFill           = 64 << 10 // smaller fills copy, outside any window
+	windowBytes        = 4 << 20  // each window's bytes (and at least two ring sizes)
+	exploreInterval    = 64       // process-wide bulk fills before the first probe
+	exploreMaxInterval = 1 << 16  // the rarest probe: 4 GiB or more of bulk fills
+	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
+	// mapMargin: a mapping window must cost less than this share of the copy window.
+	mapMargin = 0.85
+	// minMappedShare: a mapping window that mapped less than this lost.
+	minMappedShare = 0.9
 )
 
-// hostAuto is what the auto mode learned process-wide.
+// hostAuto is what the auto mode shares process-wide.
 var hostAuto struct {
-	fills    atomic.Int64  // bulk fills the process copied
-	next     atomic.Int64  // the value of fills at which the next exploration is due
-	interval atomic.Int64  // fills between explorations (0: exploreInterval)
-	copyNs   atomic.Uint64 // float64 bits: ns per byte of a recv(2) fill; 0 unknown
-	mapNs    atomic.Uint64 // float64 bits: ns per byte of the whole mapping path
+	fills    atomic.Int64 // bulk fills the process copied
+	next     atomic.Int64 // the value of fills at which the next probe is due
+	interval atomic.Int64 // fills between probes (0: exploreInterval)
 }
 
 // autoPolicy is one conn's state in the auto mode.
 type autoPolicy struct {
-	maps          bool   // an exploration won on this conn: it maps
-	fills         uint32 // bulk fills of this conn
-	copyNs, mapNs float64
+	maps   bool    // the last probe found mapping cheaper: the conn maps
+	phase  uint8   // probeNone, probeCopy or probeMap
+	fills  uint32  // bulk fills since the last probe (of a mapping conn)
+	window int     // bytes a window takes: windowBytes, or two ring sizes
+	t0     int64   // process CPU time at the window's start
+	n      int     // bytes received in the window
+	mapped int     // of which mapped
+	copyNs float64 // the copy window's cost, ns of process CPU per byte
 }
+
+// Probe phases.
+const (
+	probeNone = iota
+	probeCopy
+	probeMap
+)
 
 func (a *autoPolicy) pick(kind callKind, size int) choice {
 	if size < bulkFill {
+		a.phase = probeNone // a small fill breaks a window: start again later
 		return choice{}
 	}
-	a.fills++
-	if a.maps {
-		if a.fills%recheckEvery == 0 {
-			return choice{timed: true, explore: true} // keep the copy price current
+	switch a.phase {
+	case probeCopy:
+		if a.n < a.window {
+			return choice{}
 		}
-		return choice{mapping: true, timed: a.fills%mapSampleEvery == 0}
+		now := cpuClock(clockProcess)
+		a.copyNs = float64(now-a.t0) / float64(a.n)
+		a.phase, a.t0, a.n, a.mapped = probeMap, now, 0, 0
+		return choice{mapping: true}
+	case probeMap:
+		if a.n < a.window {
+			return choice{mapping: true}
+		}
+		a.decide(float64(cpuClock(clockProcess)-a.t0) / float64(a.n))
 	}
-	timed := a.fills%sampleEvery == 1
+	if a.maps {
+		if a.fills++; a.fills >= recheckEvery {
+			a.start()
+			return choice{}
+		}
+		return choice{mapping: true}
+	}
 	n := hostAuto.fills.Add(1)
 	next := hostAuto.next.Load()
 	if next == 0 {
 		hostAuto.next.CompareAndSwap(0, n+exploreInterval)
-		return choice{timed: timed}
+	} else if n >= next && hostAuto.next.CompareAndSwap(next, n+interval()) {
+		a.start()
 	}
-	if n >= next && loadCost(&hostAuto.copyNs) > 0 && hostAuto.next.CompareAndSwap(next, n+interval()) {
-		return choice{mapping: true, timed: true, explore: true}
-	}
-	return choice{timed: timed}
+	return choice{}
 }
 
-func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
-	if !ch.timed {
-		return
-	}
-	if ch.mapping && !res.mapped {
-		if res.err == nil {
-			a.lose() // the stream does not map here: the mapping call was spent for nothing
-		}
-		return
-	}
-	if res.n < pageSize || res.cpu <= 0 {
-		return
-	}
-	s := float64(res.cpu+extra) / float64(res.n)
-	if s > maxSampleNs {
-		return
-	}
-	if !ch.mapping {
-		a.copyNs = ewma(a.copyNs, s)
-		updateCost(&hostAuto.copyNs, s)
-		return
-	}
-	a.mapNs = ewma(a.mapNs, s)
-	updateCost(&hostAuto.mapNs, s)
-	c := a.copyNs
-	if c == 0 {
-		c = loadCost(&hostAuto.copyNs)
-	}
-	switch {
-	case c == 0:
-	case a.mapNs < mapMargin*c:
+// start opens a probe with its copy window.
+func (a *autoPolicy) start() {
+	a.phase, a.fills, a.n, a.mapped = probeCopy, 0, 0, 0
+	a.t0 = cpuClock(clockProcess)
+}
+
+// decide closes a probe whose mapping window cost mapNs per byte.
+func (a *autoPolicy) decide(mapNs float64) {
+	a.phase = probeNone
+	if float64(a.mapped) >= minMappedShare*float64(a.n) && mapNs > 0 && mapNs < mapMargin*a.copyNs {
 		a.maps = true
 		hostAuto.interval.Store(exploreInterval)
-	default:
-		a.lose()
+		return
 	}
-}
-
-// lose records that mapping lost on this conn: it copies, and explorations become
-// twice as rare in the process.
-func (a *autoPolicy) lose() {
 	a.maps = false
-	a.mapNs = 0
 	iv := interval()
 	hostAuto.interval.CompareAndSwap(hostAuto.interval.Load(), min(2*iv, exploreMaxInterval))
 }
 
-// interval is the number of bulk fills between two explorations.
+func (a *autoPolicy) observe(ch choice, res fillResult) {
+	if a.phase == probeNone || res.n <= 0 {
+		return
+	}
+	if ch.mapping != (a.phase == probeMap) {
+		a.phase = probeNone // mapping was refused: this window compares nothing
+		return
+	}
+	a.n += res.n
+	if res.mapped {
+		a.mapped += res.n
+	}
+}
+
+// interval is the number of bulk fills between two probes.
 func interval() int64 {
 	if iv := hostAuto.interval.Load(); iv > 0 {
 		return iv
 	}
 	return exploreInterval
-}
-
-func loadCost(a *atomic.Uint64) float64 { return math.Float64frombits(a.Load()) }
-
-func updateCost(a *atomic.Uint64, sample float64) {
-	for {
-		old := a.Load()
-		v := ewma(math.Float64frombits(old), sample)
-		if a.CompareAndSwap(old, math.Float64bits(v)) {
-			return
-		}
-	}
-}
-
-func ewma(v, s float64) float64 {
-	if v == 0 {
-		return s
-	}
-	return v + ewmaWeight*(s-v)
 }

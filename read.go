@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"time"
 )
 
 // Each read-side call is a loop of two steps: make bytes available (a fill, on the path
@@ -45,25 +44,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) readFill(p []byte) (int, error) {
 	ch := c.pick(callRead, len(p))
 	if ch.mapping {
-		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1, timed: ch.timed})
+		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1})
 		if res.err != errNoMap {
-			if !res.mapped || !ch.timed {
-				c.pol.observe(ch, res, 0)
-				return 0, res.err
-			}
-			// Price what mapping costs Read beyond the fill: the copy out, and after an
-			// exploration the release of the pages.
-			t0 := cpuClock(clockThread)
-			n := c.s.copyTo(p)
-			if ch.explore {
-				c.f.release()
-			}
-			c.pol.observe(ch, res, time.Duration(cpuClock(clockThread)-t0))
-			return n, nil
+			c.pol.observe(ch, res)
+			return 0, res.err
 		}
-		ch = choice{timed: ch.timed}
+		ch = choice{}
 	}
-	req := fillReq{dst: p, lowat: 1, timed: ch.timed, cause: c.copyCause()}
+	req := fillReq{dst: p, lowat: 1, cause: c.copyCause()}
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
@@ -74,7 +62,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	}
 	res := c.f.fill(req)
 	c.fullRead = len(p) < copyBufSize && res.n == len(p)
-	c.pol.observe(ch, res, 0)
+	c.pol.observe(ch, res)
 	return res.n, res.err
 }
 
@@ -172,18 +160,18 @@ func (c *Conn) nextFill(n int) (ready bool, err error) {
 			c.s.gather()
 			c.s.buf.space(missing) // one allocation for the whole view
 		}
-		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing, timed: ch.timed})
+		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing})
 		if res.err != errNoMap {
 			if !inPlace {
 				ready = c.s.absorb(missing)
 			}
-			c.pol.observe(ch, res, 0)
+			c.pol.observe(ch, res)
 			return ready, res.err
 		}
-		ch = choice{timed: ch.timed}
+		ch = choice{}
 	}
-	res := c.f.fill(fillReq{want: missing, lowat: missing, timed: ch.timed, cause: c.copyCause()})
-	c.pol.observe(ch, res, 0)
+	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause()})
+	c.pol.observe(ch, res)
 	return false, res.err
 }
 
@@ -257,13 +245,13 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		}
 		var res fillResult
 		if ch.mapping {
-			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1, timed: ch.timed})
+			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1})
 		}
 		if !ch.mapping || res.err == errNoMap {
-			ch = choice{timed: ch.timed}
-			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, timed: ch.timed, cause: c.copyCause()})
+			ch = choice{}
+			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause()})
 		}
-		c.pol.observe(ch, res, 0)
+		c.pol.observe(ch, res)
 		if res.err != nil && res.err != io.EOF {
 			return total, c.opErr("read", res.err)
 		}
