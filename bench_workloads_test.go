@@ -88,6 +88,43 @@ func wlThreadCPU() (time.Duration, error) {
 	return time.Duration(ts.Nano()), nil
 }
 
+// wlShootdowns returns the TLB shootdown interrupts all CPUs have received so far (the
+// "TLB" line of /proc/interrupts), and false where the kernel does not count them. The
+// count is machine-wide: other processes add to it too.
+func wlShootdowns() (int64, bool) {
+	data, err := os.ReadFile("/proc/interrupts")
+	if err != nil {
+		return 0, false
+	}
+	for line := range bytes.Lines(data) {
+		f := bytes.Fields(line)
+		if len(f) == 0 || string(f[0]) != "TLB:" {
+			continue
+		}
+		var n int64
+		for _, v := range f[1:] {
+			k, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				break // the description after the per-CPU counts
+			}
+			n += k
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// wlTLB measures TLB shootdowns over a transfer: start it before, and call the function
+// it returns after, with the MiB transferred, to report them per MiB.
+func wlTLB(b *testing.B) func(mib float64) {
+	t0, ok := wlShootdowns()
+	return func(mib float64) {
+		if t1, ok1 := wlShootdowns(); ok && ok1 && mib > 0 {
+			b.ReportMetric(float64(t1-t0)/mib, "tlb-shootdowns/MiB")
+		}
+	}
+}
+
 // wlListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
 func wlListen(b *testing.B, pageMSS bool) net.Listener {
 	b.Helper()
@@ -327,11 +364,13 @@ func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.
 	b.SetBytes(wlUnit)
 	b.ResetTimer()
 	spin := wlSpin()
+	tlb := wlTLB(b)
 	cpu0 := wlCPU(b)
 	b.StartTimer()
 	n, err := drain(r, c)
 	b.StopTimer()
 	cpu := wlCPU(b) - cpu0
+	tlb(float64(n) / wlUnit)
 	spun := spin.Stop(b)
 	if err != nil {
 		b.Fatal(err)
@@ -391,6 +430,8 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 	b.ResetTimer()
 	var cpu time.Duration
 	var st Stats
+	var tlb int64
+	_, tlbOK := wlShootdowns()
 	for left := int64(b.N) * wlUnit; left > 0; {
 		size := min(left, wlFileRound)
 		left -= size
@@ -400,31 +441,37 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			b.Fatal(err)
 		}
-		cpu += wlSinkConn(b, f, snd, size, zc, mode, &st)
+		c, t := wlSinkConn(b, f, snd, size, zc, mode, &st)
+		cpu, tlb = cpu+c, tlb+t
 		if err := wlCheckFile(f, size); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/MiB")
+	if tlbOK {
+		b.ReportMetric(float64(tlb)/float64(b.N), "tlb-shootdowns/MiB")
+	}
 	if zc {
 		b.ReportMetric(100*st.MappedShare(), "mapped-%")
 	}
 }
 
 // wlSinkConn copies one sender conn of size bytes into f and returns the CPU time it
-// took; the conn's Stats are added to st.
-func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc bool, mode Mode, st *Stats) time.Duration {
+// took and the TLB shootdowns (wlShootdowns) meanwhile; the conn's Stats are added to st.
+func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc bool, mode Mode, st *Stats) (time.Duration, int64) {
 	tc, finish := wlStream(b, snd, size)
 	defer finish()
 	r, c := wlWrap(b, tc, zc, mode)
 	if c != nil {
 		defer c.Close()
 	}
+	tlb0, _ := wlShootdowns()
 	cpu0 := wlCPU(b)
 	b.StartTimer()
 	n, err := io.Copy(f, r)
 	b.StopTimer()
 	cpu := wlCPU(b) - cpu0
+	tlb1, _ := wlShootdowns()
 	if c != nil {
 		st.Add(c.Stats())
 	}
@@ -434,7 +481,7 @@ func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc boo
 	if n != size {
 		b.Fatalf("copied %d bytes, want %d", n, size)
 	}
-	return cpu
+	return cpu, tlb1 - tlb0
 }
 
 // wlCheckFile compares the whole of f, which must be size bytes long, with the pattern.
@@ -526,6 +573,7 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	}
 	b.SetBytes(wlUnit)
 	b.ResetTimer()
+	tlb := wlTLB(b)
 	cpu0 := wlCPU(b)
 	b.StartTimer()
 	n, err := io.Copy(backend, r)
@@ -538,6 +586,7 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	}
 	b.StopTimer()
 	cpu := wlCPU(b) - cpu0
+	tlb(float64(res.n) / wlUnit)
 	if err != nil {
 		b.Fatal(err)
 	}
