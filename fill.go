@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"syscall"
+	"time"
 )
 
 // rawConn is the part of syscall.RawConn the read path uses: run f with the socket's fd,
@@ -20,13 +21,15 @@ type fillReq struct {
 	span    int       // mapping: contiguous room the call needs in the ring (Next's view)
 	lowat   int       // SO_RCVLOWAT while waiting (Next's missing bytes; else 1)
 	cause   copyCause // why a recv fill copies (causePolicy or causeDisabled)
+	timed   bool      // measure the thread CPU time of the try that receives
 }
 
 // fillResult is what a fill received.
 type fillResult struct {
-	n      int   // bytes received: into dst, the ring or the buffer
-	mapped bool  // they were mapped (else copied)
-	err    error // why nothing was received: the end of the stream, an error
+	n      int           // bytes received: into dst, the ring or the buffer
+	mapped bool          // they were mapped (else copied)
+	cpu    time.Duration // thread CPU time of the try that received them, when timed
+	err    error         // why nothing was received: the end of the stream, an error
 }
 
 // unmappableFills is the number of mapping fills in a row that map nothing after which
@@ -52,6 +55,7 @@ type filler struct {
 
 	req fillReq
 	res fillResult
+	t0  int64 // thread CPU time at the start of a timed try
 
 	end     streamEnd
 	noMap   bool // mapping is off for good (ModeCopy, unsupported, or a failure)
@@ -125,6 +129,9 @@ func (f *filler) try(fd uintptr) bool {
 		f.disable("madvise: " + err.Error())
 	}
 	f.setLowat(int(fd), f.req.lowat)
+	if f.req.timed {
+		f.t0 = cpuClock(clockThread)
+	}
 	if !f.req.mapping {
 		dst := f.req.dst
 		if dst == nil {
@@ -339,6 +346,9 @@ func (f *filler) settle(n int, err error) bool {
 func (f *filler) received(n int, mapped bool) {
 	f.res.n, f.res.mapped = n, mapped
 	f.empties = 0
+	if f.req.timed {
+		f.res.cpu = time.Duration(cpuClock(clockThread) - f.t0)
+	}
 }
 
 // wait runs before the reader waits in the poller: it counts the wait, returns an empty

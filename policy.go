@@ -1,6 +1,9 @@
 package zcnet
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // callKind is the read-side call a fill serves.
 type callKind uint8
@@ -14,6 +17,7 @@ const (
 // choice is a policy's answer for one fill.
 type choice struct {
 	mapping bool // map whole pages (else recv(2))
+	timed   bool // the fill is in a probe's window: measure its CPU time
 }
 
 // policy chooses the path of each fill. One is made per conn from its Mode, and only
@@ -21,8 +25,9 @@ type choice struct {
 type policy interface {
 	// pick chooses the path for a fill of a call of kind that wants size bytes.
 	pick(kind callKind, size int) choice
-	// observe feeds back what a fill on the path of ch received.
-	observe(ch choice, res fillResult)
+	// observe feeds back what a fill on the path of ch received, and extra, the CPU
+	// time the call then spent on the mapped bytes (Read's copy out), when timed.
+	observe(ch choice, res fillResult, extra time.Duration)
 }
 
 // newPolicy returns the policy of mode for a conn whose ring is ringSize bytes.
@@ -39,40 +44,44 @@ func newPolicy(mode Mode, ringSize int) policy {
 // copyPolicy never maps.
 type copyPolicy struct{}
 
-func (copyPolicy) pick(callKind, int) choice  { return choice{} }
-func (copyPolicy) observe(choice, fillResult) {}
+func (copyPolicy) pick(callKind, int) choice                 { return choice{} }
+func (copyPolicy) observe(choice, fillResult, time.Duration) {}
 
 // zerocopyPolicy always maps.
 type zerocopyPolicy struct{}
 
-func (zerocopyPolicy) pick(callKind, int) choice  { return choice{mapping: true} }
-func (zerocopyPolicy) observe(choice, fillResult) {}
+func (zerocopyPolicy) pick(callKind, int) choice                 { return choice{mapping: true} }
+func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
 
 // The auto mode. Where mapping pays (bare metal, a NIC that splits headers) it saves a
-// copy of every byte; where it does not (page-table updates and the TLB shootdowns that
-// follow every release are dear under virtualisation, and every CPU that runs a thread
-// of the process takes one) it costs more than the copy it saves. Only the process's CPU
-// time shows the whole cost: the mapping call, the copy out for Read, the release, and
-// the interrupts other threads take. So the auto mode compares the two paths over
-// windows: now and then a conn receives windowBytes on the copy path, then windowBytes
-// on the mapping path (a window spans at least one ring cycle, so its release is in
-// it), reading CLOCK_PROCESS_CPUTIME_ID at each window's edges; it maps from then on only
-// when mapping cost clearly less per byte (mapMargin) and mapped nearly everything.
-// Other work of the process falls into both windows alike.
+// copy of every byte; where it does not (page-table updates and TLB shootdowns are dear
+// under virtualisation) it costs more than the copy it saves. So the auto mode compares
+// the two paths over windows: now and then a conn receives windowBytes on the copy path,
+// then windowBytes on the mapping path, adding up the CPU time each fill's system calls
+// took (CLOCK_THREAD_CPUTIME_ID inside the poller's callback, where the goroutine cannot
+// be parked) and, for Read, the copy out of the mapped pages. A window spans at least one
+// ring cycle, so the release of the pages (madvise, which waits for the TLB shootdown it
+// sends to every CPU running a thread of the process) is in it. The conn maps from then
+// on only when mapping cost clearly less per byte (mapMargin) and mapped nearly all of
+// its window. Outside the windows no clock is read.
 //
-// Such a probe is due when the process's count of bulk fills reaches a mark; each probe
-// that mapping loses doubles the interval to the next, up to exploreMaxInterval fills,
-// so that where mapping does not pay the probes cost nothing measurable. A conn that
-// maps runs the probe again every recheckEvery bulk fills. Fills below bulkFill bytes
-// always copy: there a call's fixed cost dominates and both paths are the same copy.
+// A probe is due when the process's count of bulk fills reaches a mark; each probe that
+// mapping loses doubles the interval to the next, up to exploreMaxInterval fills, so
+// that where mapping does not pay the probes cost nothing measurable. A conn that maps
+// runs the probe again every recheckEvery bulk fills. Fills below bulkFill bytes always
+// copy: there a call's fixed cost dominates and both paths are the same copy.
 const (
 	bulkFill           = 64 << 10 // smaller fills copy, outside any window
 	windowBytes        = 4 << 20  // each window's bytes (and at least two ring sizes)
 	exploreInterval    = 64       // process-wide bulk fills before the first probe
 	exploreMaxInterval = 1 << 16  // the rarest probe: 4 GiB or more of bulk fills
 	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
-	// mapMargin: a mapping window must cost less than this share of the copy window.
+	// mapMargin: a mapping window must cost less than this share of the copy window; the
+	// rest pays for what no clock of this thread sees (other CPUs' shootdown interrupts).
 	mapMargin = 0.85
+	// maxSampleNs bounds a believable fill (ns per byte): a larger one means the
+	// goroutine moved to another thread between the two clock reads.
+	maxSampleNs = 100
 	// minMappedShare: a mapping window that mapped less than this lost.
 	minMappedShare = 0.9
 )
@@ -86,14 +95,15 @@ var hostAuto struct {
 
 // autoPolicy is one conn's state in the auto mode.
 type autoPolicy struct {
-	maps   bool    // the last probe found mapping cheaper: the conn maps
-	phase  uint8   // probeNone, probeCopy or probeMap
-	fills  uint32  // bulk fills since the last probe (of a mapping conn)
-	window int     // bytes a window takes: windowBytes, or two ring sizes
-	t0     int64   // process CPU time at the window's start
-	n      int     // bytes received in the window
-	mapped int     // of which mapped
-	copyNs float64 // the copy window's cost, ns of process CPU per byte
+	maps   bool          // the last probe found mapping cheaper: the conn maps
+	won    bool          // the probe under way confirms a winning one
+	phase  uint8         // probeNone, probeCopy or probeMap
+	fills  uint32        // bulk fills since the last probe (of a mapping conn)
+	window int           // bytes a window takes: windowBytes, or two ring sizes
+	cpu    time.Duration // CPU time of the window's fills
+	n      int           // bytes received in the window
+	mapped int           // of which mapped
+	copyNs float64       // the copy window's cost, ns per byte
 }
 
 // Probe phases.
@@ -111,22 +121,23 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 	switch a.phase {
 	case probeCopy:
 		if a.n < a.window {
-			return choice{}
+			return choice{timed: true}
 		}
-		now := cpuClock(clockProcess)
-		a.copyNs = float64(now-a.t0) / float64(a.n)
-		a.phase, a.t0, a.n, a.mapped = probeMap, now, 0, 0
-		return choice{mapping: true}
+		a.copyNs = float64(a.cpu) / float64(a.n)
+		a.phase, a.cpu, a.n, a.mapped = probeMap, 0, 0, 0
+		return choice{mapping: true, timed: true}
 	case probeMap:
 		if a.n < a.window {
-			return choice{mapping: true}
+			return choice{mapping: true, timed: true}
 		}
-		a.decide(float64(cpuClock(clockProcess)-a.t0) / float64(a.n))
+		if a.decide(float64(a.cpu) / float64(a.n)); a.phase == probeCopy {
+			return choice{timed: true} // the confirming probe
+		}
 	}
 	if a.maps {
 		if a.fills++; a.fills >= recheckEvery {
 			a.start()
-			return choice{}
+			return choice{timed: true}
 		}
 		return choice{mapping: true}
 	}
@@ -136,37 +147,48 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 		hostAuto.next.CompareAndSwap(0, n+exploreInterval)
 	} else if n >= next && hostAuto.next.CompareAndSwap(next, n+interval()) {
 		a.start()
+		return choice{timed: true}
 	}
 	return choice{}
 }
 
 // start opens a probe with its copy window.
 func (a *autoPolicy) start() {
-	a.phase, a.fills, a.n, a.mapped = probeCopy, 0, 0, 0
-	a.t0 = cpuClock(clockProcess)
+	a.phase, a.fills, a.cpu, a.n, a.mapped = probeCopy, 0, 0, 0, 0
 }
 
-// decide closes a probe whose mapping window cost mapNs per byte.
+// decide closes a probe whose mapping window cost mapNs per byte. A win is confirmed
+// by a second probe at once: a single window can win by chance on a busy machine.
 func (a *autoPolicy) decide(mapNs float64) {
 	a.phase = probeNone
 	if float64(a.mapped) >= minMappedShare*float64(a.n) && mapNs > 0 && mapNs < mapMargin*a.copyNs {
-		a.maps = true
-		hostAuto.interval.Store(exploreInterval)
+		if a.maps || a.won {
+			a.maps, a.won = true, false
+			hostAuto.interval.Store(exploreInterval)
+			return
+		}
+		a.won = true
+		a.start()
 		return
 	}
-	a.maps = false
+	a.maps, a.won = false, false
 	iv := interval()
 	hostAuto.interval.CompareAndSwap(hostAuto.interval.Load(), min(2*iv, exploreMaxInterval))
 }
 
-func (a *autoPolicy) observe(ch choice, res fillResult) {
-	if a.phase == probeNone || res.n <= 0 {
+func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
+	if a.phase == probeNone || !ch.timed || res.n <= 0 {
 		return
 	}
 	if ch.mapping != (a.phase == probeMap) {
 		a.phase = probeNone // mapping was refused: this window compares nothing
 		return
 	}
+	d := res.cpu + extra
+	if d <= 0 || float64(d) > maxSampleNs*float64(res.n) {
+		return // not a believable measurement: leave this fill out
+	}
+	a.cpu += d
 	a.n += res.n
 	if res.mapped {
 		a.mapped += res.n

@@ -1,6 +1,9 @@
 package zcnet
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // resetHostAuto clears the auto mode's process-wide state for a test and restores it
 // after.
@@ -23,12 +26,12 @@ func runAuto(a *autoPolicy, fills, size int, mapsHere bool) int {
 	mapping := 0
 	for range fills {
 		ch := a.pick(callRead, size)
-		res := fillResult{n: size}
+		res := fillResult{n: size, cpu: time.Duration(size / 10)}
 		if ch.mapping {
 			mapping++
 			res.mapped = mapsHere
 		}
-		a.observe(ch, res)
+		a.observe(ch, res, 0)
 	}
 	return mapping
 }
@@ -90,6 +93,14 @@ func TestAutoDecides(t *testing.T) {
 			hostAuto.interval.Store(256)
 			a := &autoPolicy{phase: probeMap, copyNs: tc.copyNs, n: tc.n, mapped: tc.mapped}
 			a.decide(tc.mapNs)
+			if tc.maps {
+				// A win starts a confirming probe; a second win maps.
+				if a.maps || a.phase != probeCopy {
+					t.Fatalf("a first winning probe: maps %v phase %d, want a confirming probe", a.maps, a.phase)
+				}
+				a.phase, a.n, a.mapped = probeMap, tc.n, tc.mapped
+				a.decide(tc.mapNs)
+			}
 			if a.maps != tc.maps || a.phase != probeNone {
 				t.Fatalf("maps %v phase %d, want maps %v", a.maps, a.phase, tc.maps)
 			}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"time"
 )
 
 // Each read-side call is a loop of two steps: make bytes available (a fill, on the path
@@ -44,14 +45,21 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) readFill(p []byte) (int, error) {
 	ch := c.pick(callRead, len(p))
 	if ch.mapping {
-		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1})
+		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1, timed: ch.timed})
 		if res.err != errNoMap {
-			c.pol.observe(ch, res)
-			return 0, res.err
+			if !ch.timed || res.n == 0 {
+				c.pol.observe(ch, res, 0)
+				return 0, res.err
+			}
+			// Mapping costs Read a copy out of the pages too.
+			t0 := cpuClock(clockThread)
+			n := c.s.copyTo(p)
+			c.pol.observe(ch, res, time.Duration(cpuClock(clockThread)-t0))
+			return n, nil
 		}
-		ch = choice{}
+		ch = choice{timed: ch.timed}
 	}
-	req := fillReq{dst: p, lowat: 1, cause: c.copyCause()}
+	req := fillReq{dst: p, lowat: 1, cause: c.copyCause(), timed: ch.timed}
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
@@ -62,7 +70,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	}
 	res := c.f.fill(req)
 	c.fullRead = len(p) < copyBufSize && res.n == len(p)
-	c.pol.observe(ch, res)
+	c.pol.observe(ch, res, 0)
 	return res.n, res.err
 }
 
@@ -160,18 +168,18 @@ func (c *Conn) nextFill(n int) (ready bool, err error) {
 			c.s.gather()
 			c.s.buf.space(missing) // one allocation for the whole view
 		}
-		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing})
+		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing, timed: ch.timed})
 		if res.err != errNoMap {
 			if !inPlace {
 				ready = c.s.absorb(missing)
 			}
-			c.pol.observe(ch, res)
+			c.pol.observe(ch, res, 0)
 			return ready, res.err
 		}
-		ch = choice{}
+		ch = choice{timed: ch.timed}
 	}
-	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause()})
-	c.pol.observe(ch, res)
+	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause(), timed: ch.timed})
+	c.pol.observe(ch, res, 0)
 	return false, res.err
 }
 
@@ -245,13 +253,13 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		}
 		var res fillResult
 		if ch.mapping {
-			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1})
+			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1, timed: ch.timed})
 		}
 		if !ch.mapping || res.err == errNoMap {
-			ch = choice{}
-			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause()})
+			ch = choice{timed: ch.timed}
+			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause(), timed: ch.timed})
 		}
-		c.pol.observe(ch, res)
+		c.pol.observe(ch, res, 0)
 		if res.err != nil && res.err != io.EOF {
 			return total, c.opErr("read", res.err)
 		}
