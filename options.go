@@ -34,7 +34,7 @@ func (m Mode) String() string {
 }
 
 // DefaultRingSize is the address space reserved per conn when Options.RingSize is 0.
-const DefaultRingSize = 2 << 20
+const DefaultRingSize = 8 << 20
 
 // MaxRingSize is the largest Options.RingSize accepted.
 const MaxRingSize = 1 << 30

@@ -38,7 +38,7 @@ func newPolicy(mode Mode, ringSize int) policy {
 	case ModeCopy:
 		return copyPolicy{}
 	}
-	return &autoPolicy{window: max(windowBytes, 2*ringSize)}
+	return &autoPolicy{window: max(windowBytes, ringSize)}
 }
 
 // copyPolicy never maps.
@@ -72,7 +72,7 @@ func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
 // copy: there a call's fixed cost dominates and both paths are the same copy.
 const (
 	bulkFill           = 64 << 10 // smaller fills copy, outside any window
-	windowBytes        = 4 << 20  // each window's bytes (and at least two ring sizes)
+	windowBytes        = 4 << 20  // each window's bytes (and at least one ring size)
 	exploreInterval    = 64       // process-wide bulk fills before the first probe
 	exploreMaxInterval = 1 << 16  // the rarest probe: 4 GiB or more of bulk fills
 	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
