@@ -19,6 +19,7 @@ type fillReq struct {
 	dst     []byte    // recv straight into dst; nil: into the stream's buffer
 	want    int       // mapping: map up to want bytes; buffer: at least want bytes of space
 	span    int       // mapping: contiguous room the call needs in the ring (Next's view)
+	goal    int       // mapping: keep mapping, waiting in the same call, until goal bytes
 	lowat   int       // SO_RCVLOWAT while waiting (Next's missing bytes; else 1)
 	cause   copyCause // why a recv fill copies (causePolicy or causeDisabled)
 	timed   bool      // measure the thread CPU time of the try that receives
@@ -128,8 +129,8 @@ func (f *filler) try(fd uintptr) bool {
 	if err := f.idle.wake(); err != nil {
 		f.disable("madvise: " + err.Error())
 	}
-	f.setLowat(int(fd), f.req.lowat)
-	if f.req.timed {
+	f.setLowat(int(fd), max(f.req.lowat-f.res.n, 1))
+	if f.req.timed && f.res.n == 0 {
 		f.t0 = cpuClock(clockThread)
 	}
 	if !f.req.mapping {
@@ -176,7 +177,10 @@ func (f *filler) tryMap(fd int) bool {
 	for {
 		zc := &f.zc // in the filler: a local would escape to the heap at every try
 		*zc = zerocopyReceive{}
-		req, err := r.prepare(zc, f.req.want, f.req.span)
+		req, err := r.prepare(zc, f.req.want-f.res.n, f.req.span-f.res.n)
+		if err != nil && f.res.n > 0 {
+			return true // what was mapped first; the next fill meets the error
+		}
 		if err != nil {
 			if err == errBudget {
 				return f.recvBudget(fd, err)
@@ -185,6 +189,9 @@ func (f *filler) tryMap(fd int) bool {
 			return true
 		}
 		if req == 0 {
+			if f.res.n > 0 {
+				return true
+			}
 			// Pending bytes fill the ring: only the copy path can take more.
 			return f.recv(fd, f.s.buf.space(copyBufSize), causeDisabled)
 		}
@@ -198,6 +205,13 @@ func (f *filler) tryMap(fd int) bool {
 			case isEAGAIN(err):
 				f.wait()
 				return false
+			case f.res.n > 0:
+				// Hand over what was mapped first; an end or an error comes with the
+				// next fill (a failure turns mapping off now).
+				if !isEIO(err) {
+					f.fail("getsockopt TCP_ZEROCOPY_RECEIVE", err)
+				}
+				return true
 			case isEIO(err):
 				// Nothing queued and the stream is done: recv tells a clean end (0)
 				// from a reset (its error).
@@ -222,7 +236,20 @@ func (f *filler) tryMap(fd int) bool {
 			f.unmappable = 0
 			f.st.mapped.Add(uint64(m))
 			f.st.mapFills.Add(1)
-			f.received(m, true)
+			f.received(f.res.n+m, true)
+			if f.res.n >= f.req.goal || zc.RecvSkipHint > 0 || zc.Err != 0 || f.end.qerr != nil {
+				return true
+			}
+			if zc.Inq == 0 {
+				// The rest of the goal has not arrived: wait for it in this call
+				// (SO_RCVLOWAT asks for all of it), without another mapping call and
+				// peek to find the queue empty.
+				f.wait()
+				return false
+			}
+			continue
+		}
+		if f.res.n > 0 {
 			return true
 		}
 		if hint := int(zc.RecvSkipHint); hint > 0 {

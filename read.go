@@ -168,7 +168,7 @@ func (c *Conn) nextFill(n int) (ready bool, err error) {
 			c.s.gather()
 			c.s.buf.space(missing) // one allocation for the whole view
 		}
-		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), lowat: missing, timed: ch.timed})
+		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), goal: missing, lowat: missing, timed: ch.timed})
 		if res.err != errNoMap {
 			if !inPlace {
 				ready = c.s.absorb(missing)
