@@ -65,7 +65,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.server, "s", false, "two hosts: be the receiver; listen on -addr for the streams a remote zcperf -c sends")
 	fs.StringVar(&cfg.client, "c", "", "two hosts: be the sender; send the streams to the zcperf -s at `host:port`")
 	fs.StringVar(&cfg.addr, "addr", "", "listen `address` (default 127.0.0.1:0, or :9100 with -s)")
-	fs.Int64Var(&cfg.size, "size", 1<<30, "`bytes` per stream")
+	fs.Int64Var(&cfg.size, "size", 512<<20, "`bytes` per stream")
 	fs.IntVar(&cfg.read, "read", 512<<10, "Read buffer size in `bytes`")
 	fs.IntVar(&cfg.msg, "msg", 1<<20, fmt.Sprintf("Next size in `bytes` (at most %d)", zcnet.DefaultRingSize))
 	fs.BoolVar(&cfg.mss, "mss", true, "page-sized MSS: the listener advertises it and the sender sets it")
