@@ -50,6 +50,9 @@ better; below 1.00x zcnet costs less CPU than net.TCPConn.
 Flags:
 `
 
+// errReported is a command-line error that has been printed already.
+var errReported = errors.New("invalid command line")
+
 // parseFlags parses args; it returns flag.ErrHelp after printing the usage for -h.
 func parseFlags(args []string, out io.Writer) (*config, error) {
 	cfg := &config{}
@@ -81,7 +84,10 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per row instead of the table")
 	fs.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "each stream (or http round) must arrive and end within `duration`")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if err == flag.ErrHelp {
+			return nil, err
+		}
+		return nil, errReported // fs has printed the error and the usage
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())

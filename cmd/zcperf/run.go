@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,7 +23,9 @@ func perfMain(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "zcperf:", err)
+		if err != errReported {
+			fmt.Fprintln(os.Stderr, "zcperf:", err)
+		}
 		return 2
 	}
 	if cfg.client != "" {
@@ -31,6 +34,9 @@ func perfMain(args []string) int {
 		err = runServer(cfg)
 	}
 	if err != nil {
+		if isTerminal(os.Stderr) {
+			fmt.Fprintln(os.Stderr) // end the progress line
+		}
 		fmt.Fprintln(os.Stderr, "zcperf:", err)
 		return 1
 	}
@@ -164,19 +170,34 @@ func transfer(cfg *config, h *harness, r receiver) (sample, error) {
 		return httpTransfer(cfg, r)
 	}
 	var cmd *exec.Cmd
+	var waitc chan error
+	var killed, failed atomic.Bool // we killed the sender; it failed before that
 	if !cfg.server {
 		var err error
 		if cmd, err = startSender(cfg, h.ln.Addr().String()); err != nil {
 			return sample{}, err
 		}
+		waitc = make(chan error, 1)
+		go func() {
+			err := cmd.Wait()
+			if err != nil && !killed.Load() {
+				// The sender failed: stop waiting for its conn.
+				failed.Store(true)
+				if tl, ok := h.ln.(*net.TCPListener); ok {
+					tl.SetDeadline(time.Now())
+				}
+			}
+			waitc <- err
+		}()
 	}
 	s, err := receive(cfg, h, r)
 	if cmd != nil {
 		if err != nil {
+			killed.Store(true)
 			cmd.Process.Kill()
 		}
-		if werr := cmd.Wait(); err == nil && werr != nil {
-			err = fmt.Errorf("sender: %w", werr)
+		if werr := <-waitc; werr != nil && failed.Load() {
+			err = fmt.Errorf("sender: %w", werr) // the sender's failure explains the receiver's
 		}
 	}
 	if err == nil && s.bytes != cfg.size {
