@@ -22,9 +22,10 @@
 //
 // [ListenConfig], [NewListener], [Dial], [Dialer] and [NewConn] cover the other ways of
 // getting a conn. A Conn behaves as a *net.TCPConn: deadlines, Close unblocking pending
-// calls, concurrent calls, errors as *net.OpError (net.ErrClosed,
-// os.ErrDeadlineExceeded, io.EOF, ECONNRESET). Waiting goes through the Go netpoller and
-// the package starts no goroutine per conn. The write side is the socket's own (Write,
+// calls, concurrent calls, io.EOF at the end of the stream, other errors as *net.OpError
+// wrapping what net.TCPConn's would (net.ErrClosed, os.ErrDeadlineExceeded,
+// ECONNRESET). Waiting goes through the Go netpoller and the package starts no goroutine
+// per conn. The write side is the socket's own (Write,
 // and ReadFrom, so io.Copy(conn, file) still uses sendfile).
 //
 // # Modes
