@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ type config struct {
 	verify    bool
 	json      bool
 	timeout   time.Duration
+	out       io.Writer // where the result goes (stdout)
 }
 
 const usageHead = `zcperf measures the receiver's CPU time per MiB (per request for http) with
@@ -55,7 +57,7 @@ var errReported = errors.New("invalid command line")
 
 // parseFlags parses args; it returns flag.ErrHelp after printing the usage for -h.
 func parseFlags(args []string, out io.Writer) (*config, error) {
-	cfg := &config{}
+	cfg := &config{out: os.Stdout}
 	var recv, workloads string
 	fs := flag.NewFlagSet("zcperf", flag.ContinueOnError)
 	fs.SetOutput(out)

@@ -84,7 +84,7 @@ func rows(cfg *config, samples [][]sample) []row {
 func report(cfg *config, samples [][]sample) error {
 	rs := rows(cfg, samples)
 	if cfg.json {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(cfg.out)
 		for _, r := range rs {
 			if err := enc.Encode(r); err != nil {
 				return err
@@ -92,13 +92,13 @@ func report(cfg *config, samples [][]sample) error {
 		}
 		return nil
 	}
-	fmt.Printf("zcperf: %d rounds; streams of %d MiB, read %d KiB, Next %d KiB, page MSS %v, MSG_ZEROCOPY %v",
+	fmt.Fprintf(cfg.out, "zcperf: %d rounds; streams of %d MiB, read %d KiB, Next %d KiB, page MSS %v, MSG_ZEROCOPY %v",
 		cfg.rounds, cfg.size>>20, cfg.read>>10, cfg.msg>>10, cfg.mss, cfg.zerocopy)
 	if slices.Contains(cfg.workloads, "http") {
-		fmt.Printf("; http %d requests of %d B over %d conns", cfg.requests, cfg.body, cfg.conns)
+		fmt.Fprintf(cfg.out, "; http %d requests of %d B over %d conns", cfg.requests, cfg.body, cfg.conns)
 	}
-	fmt.Printf("; verify %v, busy %v\n", cfg.verify, cfg.busy)
-	fmt.Printf("%-9s %-23s %15s %15s %9s %7s\n", "workload", "receiver", "rate", "receiver CPU", "mapped %", "vs net")
+	fmt.Fprintf(cfg.out, "; verify %v, busy %v\n", cfg.verify, cfg.busy)
+	fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", "workload", "receiver", "rate", "receiver CPU", "mapped %", "vs net")
 	for i, r := range rs {
 		mapped, ratio := "-", "-"
 		if cfg.rows[i].zc {
@@ -113,10 +113,10 @@ func report(cfg *config, samples [][]sample) error {
 			rate = fmt.Sprintf("%.0f req/s", r.ReqPerSec)
 			cpu = fmt.Sprintf("%.1f us/req", r.CPUPerReq)
 		}
-		fmt.Printf("%-9s %-23s %15s %15s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, mapped, ratio)
+		fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, mapped, ratio)
 	}
-	fmt.Println("receiver CPU: getrusage user+sys of this process per MiB (per request for http), median over rounds.")
-	fmt.Println("vs net: that CPU divided by net.TCPConn's in the same workload and round, median; lower is better.")
+	fmt.Fprintln(cfg.out, "receiver CPU: getrusage user+sys of this process per MiB (per request for http), median over rounds.")
+	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, median; lower is better.")
 	return nil
 }
 
