@@ -60,7 +60,7 @@ func rows(cfg *config, samples [][]sample) []row {
 		for k, s := range samples[i] {
 			rate = append(rate, s.rate())
 			cpu = append(cpu, s.cpuPerUnit())
-			if base >= 0 {
+			if base >= 0 && samples[base][k].cpuPerUnit() > 0 {
 				ratio = append(ratio, s.cpuPerUnit()/samples[base][k].cpuPerUnit())
 			}
 			st.Add(s.stats)

@@ -31,13 +31,16 @@ func isTerminal(f *os.File) bool {
 // gettid is the calling thread's id.
 func gettid() int { return unix.Gettid() }
 
-// threadCPU is the CPU time of thread tid of this process so far, in seconds: its
-// CLOCK_THREAD_CPUTIME_ID, read through the clock id Linux gives every thread
-// (MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)).
-func threadCPU(tid int) float64 {
+// threadCPUSelf is the calling thread's CPU time so far, in seconds.
+func threadCPUSelf() float64 {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(int32(^tid<<3|6), &ts); err != nil {
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0
 	}
 	return float64(ts.Nano()) / 1e9
+}
+
+// threadGone reports whether thread tid of this process has exited.
+func threadGone(tid int) bool {
+	return unix.Tgkill(unix.Getpid(), tid, 0) == unix.ESRCH
 }
