@@ -1,8 +1,13 @@
-// Package zcsend is a loopback sender whose stream a TCP_ZEROCOPY_RECEIVE receiver can
-// map, and the pattern it sends, for zcnet's tests, benchmarks and cmd/zcperf.
+// Package zcsend is the measuring harness of zcnet's tests, benchmarks and cmd/zcperf: a
+// loopback sender whose stream a TCP_ZEROCOPY_RECEIVE receiver can map, the pattern it
+// sends, a Verifier of that pattern, drain loops, and a sink process that drains and checks
+// the streams forwarded to it.
 //
 // The stream byte at offset o is Pattern(o): byte((uint32(o % (1<<20)) * 2654435761) >> 24),
-// the same pattern as the zcsend/zcfloor C tools, so either side can be swapped.
+// a pattern any other sender or receiver (in C, say) can reproduce.
+//
+// A binary that uses the child processes (the sender, the idle-conn holder, the sink)
+// calls RunFromEnv first thing in main or TestMain.
 package zcsend
 
 import (
@@ -32,6 +37,10 @@ var patternBuf = func() []byte {
 	}
 	return b
 }()
+
+// PageMSS is the TCP_MAXSEG that makes each segment carry one page of payload: the page
+// size plus the 12 bytes of the timestamp option.
+func PageMSS() int { return os.Getpagesize() + 12 }
 
 // PatternBytes returns one period of the pattern (read-only).
 func PatternBytes() []byte { return patternBuf }
@@ -76,6 +85,9 @@ func EnvValue(addr string, total int64, o Options) string {
 func RunFromEnv() (ran bool, err error) {
 	if v := os.Getenv(HoldEnv); v != "" {
 		return true, runHold(v)
+	}
+	if v := os.Getenv(SinkEnv); v != "" {
+		return true, runSink(v)
 	}
 	v := os.Getenv(ProcessEnv)
 	if v == "" {

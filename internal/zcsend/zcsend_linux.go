@@ -6,12 +6,17 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// SetPageMSS sets TCP_MAXSEG to PageMSS on the socket fd: a listener then advertises it,
+// and a sender sends segments of one page of payload.
+func SetPageMSS(fd uintptr) error {
+	return unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, PageMSS())
+}
 
 // Dial connects to addr with the socket options o asks for.
 func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
@@ -19,7 +24,7 @@ func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if o.PageMSS {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, os.Getpagesize()+12)
+				serr = SetPageMSS(fd)
 			}
 			if serr == nil && o.ZeroCopy {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ZEROCOPY, 1)

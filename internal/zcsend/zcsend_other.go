@@ -20,3 +20,6 @@ func Send(c *net.TCPConn, total int64, o Options) error { return errNotLinux }
 
 // Write fails: MSG_ZEROCOPY is Linux-only.
 func Write(c *net.TCPConn, p []byte, zerocopy bool) error { return errNotLinux }
+
+// SetPageMSS fails: TCP_MAXSEG is set only on Linux.
+func SetPageMSS(fd uintptr) error { return errNotLinux }
