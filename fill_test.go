@@ -3,11 +3,9 @@
 package zcnet
 
 import (
-	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
-	"math/rand"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -17,9 +15,11 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/zcnet/zcnet/internal/zcsend"
 )
+
+// The tests of how the conn fills itself from the kernel: faults injected into the real
+// syscall layer, the reasons the fast path can be missing, and the fake kernel
+// (fakekernel_test.go) checked against the kernel's rules and driven by the fuzzer.
 
 // faultSeam is a copy of the real syscall layer in which one operation fails, with err,
 // from the moment it is armed.
@@ -82,100 +82,20 @@ func newFaultSeam(op string, err error, armed bool) *faultSeam {
 	return f
 }
 
-// pageMSSListen listens on loopback advertising a page-sized MSS, so that a MSG_ZEROCOPY
-// sender's payload is mappable.
-func pageMSSListen(t testing.TB) net.Listener { return loopbackListen(t, true) }
-
-// pacedSend sends total pattern bytes to addr with a page MSS and MSG_ZEROCOPY, pausing
-// after each chunk (so that the receiver empties its queue and waits), and then either
-// half-closes and waits for the receiver to close, or resets the connection.
-func pacedSend(addr string, total, chunk int, pause time.Duration, reset bool) <-chan error {
-	done := make(chan error, 1)
-	go func() { done <- pacedSendConn(addr, total, chunk, pause, reset) }()
-	return done
-}
-
-func pacedSendConn(addr string, total, chunk int, pause time.Duration, reset bool) error {
-	o := zcsend.Options{PageMSS: true, ZeroCopy: true}
-	c, err := zcsend.Dial(context.Background(), addr, o)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	pat := zcsend.PatternBytes()
-	for sent := 0; sent < total; {
-		off := sent % zcsend.Period
-		p := pat[off : off+min(chunk, total-sent, zcsend.Period-off)]
-		if err := zcsend.Write(c, p, true); err != nil {
-			return err
-		}
-		sent += len(p)
-		if pause > 0 {
-			time.Sleep(pause)
-		}
-	}
-	if reset {
-		// Let the bytes reach the receiver's queue before the reset.
-		time.Sleep(20 * time.Millisecond)
-		return c.SetLinger(0)
-	}
-	if err := c.CloseWrite(); err != nil {
-		return err
-	}
-	// Wait for the receiver to close; how the read ends does not matter.
-	var b [512]byte
-	for {
-		if _, err := c.Read(b[:]); err != nil {
-			return nil
-		}
-	}
-}
-
-// acceptSeam accepts one conn from ln and wraps it over the syscall layer s.
-func acceptSeam(t testing.TB, ln net.Listener, s *sysCalls, mode Mode) *Conn {
-	t.Helper()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := newTCPConn(nc.(*net.TCPConn), Options{Mode: mode}, s)
-	if err != nil {
-		nc.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() }) // unblocks the sender if the test fails
-	return c
-}
-
-// readAllRandom reads c to EOF with random read sizes, hashing the stream, and calls arm
+// readArmed reads c to EOF with random read sizes, checking the stream, and calls arm
 // once, as soon as the conn has mapped bytes (before any fault is armed). It returns the
-// bytes read, their SHA-256 and the stats at arming time.
-func readAllRandom(t testing.TB, c *Conn, arm func()) (int, [32]byte, Stats) {
-	t.Helper()
-	h := sha256.New()
-	rnd := rand.New(rand.NewSource(7))
-	buf := make([]byte, 256<<10)
-	var got int
+// checked stream, the stats at arming time and the error that ended the stream.
+func readArmed(c *Conn, arm func()) (*patternWriter, Stats, error) {
 	var atArm Stats
-	for {
-		n, err := c.Read(buf[:1+rnd.Intn(len(buf))])
-		h.Write(buf[:n])
-		got += n
+	w := &patternWriter{after: func() {
 		if arm != nil && c.Stats().MappedBytes > 0 {
 			atArm = c.Stats()
 			arm()
 			arm = nil
 		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("Read after %d bytes: %v", got, err)
-		}
-	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return got, sum, atArm
+	}}
+	_, err := drainPattern(c, byRead, w, 256<<10, rand.New(rand.NewPCG(7, 0)))
+	return w, atArm, err
 }
 
 // faultCase is one fault injected at the syscall seam.
@@ -204,38 +124,31 @@ var faultCases = []faultCase{
 // TestFaultInjection fails, on a real mappable loopback stream in ModeZeroCopy, each
 // kernel operation the fast path needs (mmap of the ring, TCP_ZEROCOPY_RECEIVE at the
 // first call and after pages were mapped, MADV_DONTNEED) and proves that the conn then
-// falls back to copying with no byte lost or reordered (SHA-256 of the whole stream),
+// falls back to copying with no byte lost or reordered (the whole stream checked),
 // says why in Stats.FallbackReason, and stops calling the failed operation.
 func TestFaultInjection(t *testing.T) {
 	requireSupported(t)
 	const total = 8 << 20
-	want := patternSum(total)
 	var faults, verified int64
 	for _, fc := range faultCases {
 		t.Run(fc.name, func(t *testing.T) {
-			ln := pageMSSListen(t)
+			ln := loopbackListen(t, true)
 			defer ln.Close()
-			pause := time.Duration(0)
-			chunk := 1 << 20
+			s := patternSender{zerocopy: true}
 			if fc.pausing {
-				pause, chunk = 2*time.Millisecond, 256<<10
+				s.pause, s.maxWrite = 2*time.Millisecond, 256<<10
 			}
-			sent := pacedSend(ln.Addr().String(), total, chunk, pause, false)
+			sent := sendStream(dialSender(t, ln.Addr().String(), true), total, s)
 			seam := newFaultSeam(fc.op, fc.err, !fc.midway)
-			c := acceptSeam(t, ln, &seam.sys, ModeZeroCopy)
+			c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, &seam.sys)
 			var arm func()
 			if fc.midway {
 				arm = func() { seam.armed.Store(true) }
 			}
-			got, sum, atArm := readAllRandom(t, c, arm)
+			w, atArm, err := readArmed(c, arm)
 			st := c.Stats()
 			c.Close()
-			if err := <-sent; err != nil {
-				t.Fatalf("sender: %v", err)
-			}
-			if got != total || sum != want {
-				t.Fatalf("received %d bytes (want %d), sha256 match %v", got, total, sum == want)
-			}
+			checkStream(t, w, err, sent, total)
 			if seam.fired.Load() == 0 {
 				t.Fatalf("the fault never fired; stats %+v", st)
 			}
@@ -255,7 +168,7 @@ func TestFaultInjection(t *testing.T) {
 				t.Fatalf("stats count %d mapped + %d copied bytes, want %d", st.MappedBytes, st.CopiedBytes, total)
 			}
 			atomic.AddInt64(&faults, seam.fired.Load())
-			atomic.AddInt64(&verified, int64(got))
+			atomic.AddInt64(&verified, w.off)
 			t.Logf("mapped %d before the fault, %d in all; copied %d; reason %q",
 				atArm.MappedBytes, st.MappedBytes, st.CopiedBytes, st.FallbackReason)
 		})
@@ -268,76 +181,19 @@ func TestFaultInjection(t *testing.T) {
 func TestFaultRcvlowat(t *testing.T) {
 	requireSupported(t)
 	const total = 4 << 20
-	ln := pageMSSListen(t)
+	ln := loopbackListen(t, true)
 	defer ln.Close()
-	sent := pacedSend(ln.Addr().String(), total, 256<<10, time.Millisecond, false)
+	sent := sendStream(dialSender(t, ln.Addr().String(), true), total,
+		patternSender{zerocopy: true, maxWrite: 256 << 10, pause: time.Millisecond})
 	seam := newFaultSeam(opRcvlowat, unix.EINVAL, true)
-	c := acceptSeam(t, ln, &seam.sys, ModeZeroCopy)
-	h := sha256.New()
-	got := 0
-	for {
-		v, err := c.Next(min(256<<10, total-got+1))
-		h.Write(v)
-		got += len(v)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("Next after %d bytes: %v", got, err)
-		}
-	}
+	c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, &seam.sys)
+	w := &patternWriter{}
+	_, err := drainPattern(c, byNext, w, 256<<10, rand.New(rand.NewPCG(8, 0)))
 	st := c.Stats()
 	c.Close()
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
-	if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
-		t.Fatalf("received %d bytes (want %d), sha256 match %v", got, total, [32]byte(h.Sum(nil)) == patternSum(total))
-	}
+	checkStream(t, w, err, sent, total)
 	if seam.fired.Load() == 0 || st.FallbackReason != "" || st.MappedBytes == 0 {
 		t.Fatalf("setsockopt failures %d, stats %+v", seam.fired.Load(), st)
-	}
-}
-
-// TestResetAfterMappedBytes has the peer send a mappable stream and reset the connection
-// with bytes still queued. It proves that the conn returns every byte queued before the
-// reset, then ECONNRESET as a *net.OpError (the mapping call hands the error over negated
-// and clears it), then io.EOF without waiting, as net.TCPConn does.
-func TestResetAfterMappedBytes(t *testing.T) {
-	requireSupported(t)
-	const total = 64<<10 + 1000 // whole pages, then a tail; less than the initial window
-	ln := pageMSSListen(t)
-	defer ln.Close()
-	sent := pacedSend(ln.Addr().String(), total, total, 0, true)
-	c := acceptSeam(t, ln, &linuxSys, ModeZeroCopy)
-	defer c.Close()
-	if err := <-sent; err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond) // the reset is queued behind the bytes
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	h := sha256.New()
-	buf := make([]byte, 64<<10)
-	got := 0
-	var err error
-	for err == nil {
-		var n int
-		n, err = c.Read(buf)
-		h.Write(buf[:n])
-		got += n
-	}
-	if got != total || [32]byte(h.Sum(nil)) != patternSum(total) {
-		t.Fatalf("received %d bytes before %v, want %d (sha256 match %v)", got, err, total, [32]byte(h.Sum(nil)) == patternSum(total))
-	}
-	var oe *net.OpError
-	if !errors.Is(err, syscall.ECONNRESET) || !errors.As(err, &oe) {
-		t.Fatalf("end error %v (%T), want ECONNRESET as *net.OpError", err, err)
-	}
-	if n, err := c.Read(buf); n != 0 || err != io.EOF {
-		t.Fatalf("Read after the reset = %d, %v; want 0, EOF", n, err)
-	}
-	if st := c.Stats(); st.MappedBytes == 0 {
-		t.Fatalf("nothing mapped: %+v", st)
 	}
 }
 
@@ -388,39 +244,18 @@ func TestUnsupportedConnCopies(t *testing.T) {
 			}
 			const total = 2 << 20
 			for _, viaListener := range []bool{false, true} {
-				var c *Conn
-				var sent <-chan error
+				// A Listener's conns, or NewConn's over a plain listener.
+				var ln net.Listener = loopbackListen(t, true)
 				if viaListener {
-					zl := NewListener(pageMSSListen(t), Options{Mode: ModeZeroCopy})
-					defer zl.Close()
-					sent = pacedSend(zl.Addr().String(), total, 1<<20, 0, false)
-					nc, err := zl.Accept()
-					if err != nil {
-						t.Fatal(err)
-					}
-					c = nc.(*Conn)
-				} else {
-					ln := pageMSSListen(t)
-					defer ln.Close()
-					sent = pacedSend(ln.Addr().String(), total, 1<<20, 0, false)
-					nc, err := ln.Accept()
-					if err != nil {
-						t.Fatal(err)
-					}
-					var cerr error
-					if c, cerr = NewConn(nc.(*net.TCPConn), Options{Mode: ModeZeroCopy}); cerr != nil {
-						t.Fatal(cerr)
-					}
+					ln = NewListener(ln, Options{Mode: ModeZeroCopy})
 				}
-				got, sum, _ := readAllRandom(t, c, nil)
+				defer ln.Close()
+				sent := sendStream(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
+				c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, nil)
+				w, _, err := readArmed(c, nil)
 				st := c.Stats()
 				c.Close()
-				if err := <-sent; err != nil {
-					t.Fatal(err)
-				}
-				if got != total || sum != patternSum(total) {
-					t.Fatalf("received %d bytes (want %d), sha256 match %v", got, total, sum == patternSum(total))
-				}
+				checkStream(t, w, err, sent, total)
 				if st.FallbackReason != reason.Error() || st.MappedBytes != 0 || st.ZerocopyCalls != 0 {
 					t.Fatalf("stats %+v, want no mapping and reason %q", st, reason)
 				}
@@ -429,35 +264,418 @@ func TestUnsupportedConnCopies(t *testing.T) {
 	}
 }
 
-// TestViewAfterClose keeps a Next view that points into the mapped ring past Close and
-// reads it: as documented, the memory stays readable and reads zeros, never faults.
-func TestViewAfterClose(t *testing.T) {
-	requireSupported(t)
-	ln := NewListener(pageMSSListen(t), Options{Mode: ModeZeroCopy})
-	defer ln.Close()
-	const total = 4 << 20
-	sent := pacedSend(ln.Addr().String(), total, 1<<20, 0, false)
-	nc, err := ln.Accept()
+// TestFakeKernelRules checks the fake against the rules of tcp_zerocopy_receive it
+// mirrors, so that the fuzzer's oracle rests on the kernel's behaviour: nothing queued
+// answers 0 bytes (EIO once the peer is done), less than a page is all skip hint, whole
+// mappable pages are mapped with no hint when all requested pages mapped, a linear head
+// makes the hint cover the rest of its skb, a pending error comes back negated in the
+// struct and is cleared, and inq reads 1 after a FIN.
+func TestFakeKernelRules(t *testing.T) {
+	k := newFakeKernel(t, &fakeSrc{}, 0, false, fakeFaults{})
+	p, err := k.reserveFn(fakeFD, uintptr(8*pageSize))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := nc.(*Conn)
-	defer func() { c.Close(); <-sent }()
-	var v []byte
-	for got := 0; got < total && c.Stats().ViewBytes == 0; got += len(v) {
-		if v, err = c.Next(64 << 10); err != nil {
-			t.Fatal(err)
+	queue := func(b fakeSkb) {
+		b.start = k.sent
+		k.queue = append(k.queue, b)
+		k.sent += b.len()
+	}
+	pages := func(n int) []fakeFrag {
+		f := make([]fakeFrag, n)
+		for i := range f {
+			f[i] = fakeFrag{pageSize, true}
+		}
+		return f
+	}
+	call := func(length int) (zerocopyReceive, error) {
+		zc := zerocopyReceive{Address: uint64(uintptr(p)), Length: uint32(length)}
+		err := k.zerocopyFn(fakeFD, &zc)
+		return zc, err
+	}
+	if zc, err := call(8 * pageSize); err != nil || zc.Length != 0 || zc.RecvSkipHint != 0 || zc.Inq != 0 {
+		t.Fatalf("empty queue: %+v, %v", zc, err)
+	}
+	queue(fakeSkb{head: 100})
+	if zc, err := call(8 * pageSize); err != nil || zc.Length != 0 || zc.RecvSkipHint != 100 {
+		t.Fatalf("100 linear bytes: %+v, %v", zc, err)
+	}
+	k.consume(100)
+	queue(fakeSkb{frags: pages(3)})
+	queue(fakeSkb{head: 10, frags: pages(2)})
+	zc, err := call(3 * pageSize)
+	if err != nil || zc.Length != uint32(3*pageSize) || zc.RecvSkipHint != 0 || zc.Inq != uint32(2*pageSize+10) {
+		t.Fatalf("3 mappable pages: %+v, %v", zc, err)
+	}
+	mem := unsafe.Slice((*byte)(p), 3*pageSize)
+	for i, b := range mem {
+		if b != fakePat(int64(100+i)) {
+			t.Fatalf("mapped byte %d is %#x, want %#x", i, b, fakePat(int64(100+i)))
 		}
 	}
-	if c.Stats().ViewBytes == 0 {
-		t.Skip("no view pointed into the mapping")
+	if zc, err := call(8 * pageSize); err != nil || zc.Length != 0 || zc.RecvSkipHint != uint32(2*pageSize+10) {
+		t.Fatalf("linear head before pages: %+v, %v", zc, err)
 	}
-	c.Close()
-	sum := 0
-	for _, b := range v {
-		sum += int(b)
+	k.consume(10)
+	k.sockErr = unix.ECONNRESET
+	zc, err = call(8 * pageSize)
+	if err != nil || zc.Length != uint32(2*pageSize) || zc.Err != -int32(unix.ECONNRESET) {
+		t.Fatalf("pages with a pending reset: %+v, %v", zc, err)
 	}
-	if sum != 0 {
-		t.Fatalf("a mapped view read after Close has byte sum %d, want zeros", sum)
+	if zc, err := call(8 * pageSize); err != nil || zc.Err != 0 {
+		t.Fatalf("reset reported twice: %+v, %v", zc, err)
 	}
+	k.fin, k.shut = true, true
+	if _, err := call(8 * pageSize); err != unix.EIO {
+		t.Fatalf("empty queue after FIN: %v, want EIO", err)
+	}
+	queue(fakeSkb{head: 5})
+	if zc, err := call(8 * pageSize); err != nil || zc.RecvSkipHint != 5 || zc.Inq != 5 {
+		t.Fatalf("5 bytes before FIN: %+v, %v", zc, err)
+	}
+	k.consume(5)
+	queue(fakeSkb{frags: pages(1)})
+	if zc, err := call(pageSize); err != nil || zc.Length != uint32(pageSize) || zc.Inq != 1 {
+		t.Fatalf("last page before FIN: %+v, %v", zc, err)
+	}
+	if err := k.unmapFn(p, uintptr(8*pageSize)); err != nil {
+		t.Fatal(err)
+	}
+	k.finish()
+}
+
+// fakeRingPages are the ring sizes (in pages) the fuzz target picks from: small rings
+// wrap and fill up often, the default one does not.
+var fakeRingPages = []int{1, 2, 3, 4, 8, 16, 64, DefaultRingSize / pageSize}
+
+var fakeZcErrs = []unix.Errno{unix.EINVAL, unix.ENOPROTOOPT, unix.EPERM, unix.ENOMEM}
+
+// errFakeWriter is returned by fakeWriter when it is told to fail.
+var errFakeWriter = errors.New("fake writer failure")
+
+// fakeRun is one run of the read path against the fake kernel.
+type fakeRun struct {
+	t       testing.TB
+	src     *fakeSrc
+	k       *fakeKernel
+	c       *Conn
+	ring    int
+	off     int    // stream bytes returned so far
+	view    []byte // the view the last call returned, if it was Next
+	viewOff int    // its stream offset
+	ended   bool
+}
+
+// closeEarly closes the conn in mid-stream and checks that it fails read-side calls
+// with net.ErrClosed, accounts for no byte it did not receive, and that a view handed
+// out by the last call before Close can still be read without faulting: a view of the
+// mapping reads zeros, a view of the pooled buffer its old bytes.
+func (r *fakeRun) closeEarly() {
+	r.t.Helper()
+	c := r.c
+	if err := c.Close(); err != nil {
+		r.t.Fatalf("Close: %v", err)
+	}
+	zeros, same := true, true
+	for i, b := range r.view {
+		zeros = zeros && b == 0
+		same = same && b == fakePat(int64(r.viewOff+i))
+	}
+	if !zeros && !same {
+		r.t.Fatalf("a view of %d bytes read after Close is neither zeros nor its bytes", len(r.view))
+	}
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		r.t.Fatalf("Read after Close: %v", err)
+	}
+	if _, err := c.Next(1); !errors.Is(err, net.ErrClosed) {
+		r.t.Fatalf("Next after Close: %v", err)
+	}
+	if _, err := c.WriteTo(io.Discard); !errors.Is(err, net.ErrClosed) {
+		r.t.Fatalf("WriteTo after Close: %v", err)
+	}
+	st := c.Stats()
+	if int(st.MappedBytes) != r.k.mappedBytes || int(st.CopiedBytes) != r.k.recvBytes {
+		r.t.Fatalf("stats %+v do not match the kernel's %v", st, r.k)
+	}
+}
+
+// check verifies that p is the stream at offset off.
+func (r *fakeRun) check(op string, p []byte, off int) {
+	r.t.Helper()
+	for i, b := range p {
+		if want := fakePat(int64(off + i)); b != want {
+			r.t.Fatalf("%s: stream byte %d is %#x, want %#x (%d bytes returned; %v)", op, off+i, b, want, len(p), r.k)
+		}
+	}
+}
+
+// endErr checks an error that is not a timeout and not nil: it must be the end of the
+// stream the fake's peer chose, after every byte was returned.
+func (r *fakeRun) endErr(op string, err error) {
+	r.t.Helper()
+	if r.off != r.k.total {
+		r.t.Fatalf("%s: %v after %d of %d bytes (%v)", op, err, r.off, r.k.total, r.k)
+	}
+	switch {
+	case r.k.reset && errors.Is(err, syscall.ECONNRESET):
+		var oe *net.OpError
+		if !errors.As(err, &oe) {
+			r.t.Fatalf("%s: reset error %v (%T) is not a *net.OpError", op, err, err)
+		}
+	case !r.k.reset && err == io.EOF:
+	default:
+		r.t.Fatalf("%s: end error %v (%T), peer reset %v (%v)", op, err, err, r.k.reset, r.k)
+	}
+	r.ended = true
+}
+
+// fakeWriter checks what WriteTo hands it, and fails after limit bytes if limit >= 0.
+type fakeWriter struct {
+	r     *fakeRun
+	off   int
+	limit int
+}
+
+func (w *fakeWriter) Write(p []byte) (int, error) {
+	if w.limit >= 0 && len(p) > w.limit {
+		n := w.limit
+		w.r.check("WriteTo", p[:n], w.off)
+		w.off += n
+		w.limit = 0
+		return n, errFakeWriter
+	}
+	w.r.check("WriteTo", p, w.off)
+	w.off += len(p)
+	if w.limit > 0 {
+		w.limit -= len(p)
+	}
+	return len(p), nil
+}
+
+// step runs one API call chosen by the input and checks its result.
+func (r *fakeRun) step(buf []byte, drain bool) {
+	r.t.Helper()
+	c, src := r.c, r.src
+	r.view = nil // every read-side call ends the validity of the last view
+	op := src.byte() % 8
+	if drain || src.exhausted() {
+		op = 0 // drain with reads once the input is used up
+	}
+	switch op {
+	case 0, 1, 2, 3: // Read
+		var size int
+		switch src.byte() % 4 {
+		case 0:
+			size = len(buf)
+		case 1:
+			size = src.intn(64) // includes 0
+		case 2:
+			size = 1 + src.intn(2*pageSize)
+		case 3:
+			size = 1 + src.intn(len(buf))
+		}
+		if drain || (src.exhausted() && size == 0) {
+			size = len(buf)
+		}
+		r.k.inCall = "Read"
+		n, err := c.Read(buf[:size])
+		if n < 0 || n > size {
+			r.t.Fatalf("Read(%d) = %d", size, n)
+		}
+		r.check("Read", buf[:n], r.off)
+		r.off += n
+		switch {
+		case err == nil:
+			if n == 0 && size > 0 {
+				r.t.Fatalf("Read(%d) = 0, nil", size)
+			}
+		case n > 0:
+			r.t.Fatalf("Read(%d) = %d, %v: bytes with an error", size, n, err)
+		case isTimeout(err):
+		default:
+			r.endErr("Read", err)
+		}
+	case 4, 5: // Next
+		var n int
+		switch src.byte() % 8 {
+		case 0:
+			n = -1
+		case 1:
+			n = r.ring + 1
+		case 2:
+			n = 0
+		case 3:
+			n = r.ring
+		default:
+			n = 1 + src.intn(min(r.ring, 5*pageSize))
+		}
+		r.k.inCall = "Next"
+		v, err := c.Next(n)
+		switch {
+		case n < 0:
+			if err != ErrNegativeCount || v != nil {
+				r.t.Fatalf("Next(%d) = %d bytes, %v", n, len(v), err)
+			}
+			return
+		case n > r.ring:
+			if err != ErrTooLarge || v != nil {
+				r.t.Fatalf("Next(%d) = %d bytes, %v", n, len(v), err)
+			}
+			return
+		}
+		if len(v) > n {
+			r.t.Fatalf("Next(%d) returned %d bytes", n, len(v))
+		}
+		r.check("Next", v, r.off)
+		r.view, r.viewOff = v, r.off
+		r.off += len(v)
+		switch {
+		case err == nil:
+			if len(v) != n || v == nil {
+				r.t.Fatalf("Next(%d) = %d bytes, nil", n, len(v))
+			}
+		case isTimeout(err):
+		case err == io.ErrUnexpectedEOF:
+			if len(v) == 0 || len(v) >= n || r.k.reset || r.off != r.k.total {
+				r.t.Fatalf("Next(%d) = %d bytes, %v at offset %d (%v)", n, len(v), err, r.off, r.k)
+			}
+			r.ended = true
+		default:
+			if len(v) > 0 && !errors.Is(err, syscall.ECONNRESET) {
+				r.t.Fatalf("Next(%d) = %d bytes, %v", n, len(v), err)
+			}
+			r.endErr("Next", err)
+		}
+	case 6, 7: // WriteTo
+		w := &fakeWriter{r: r, off: r.off, limit: -1}
+		if src.byte()%2 == 1 {
+			w.limit = src.intn(8 * pageSize)
+		}
+		r.k.inCall = "WriteTo"
+		n, err := c.WriteTo(w)
+		if int(n) != w.off-r.off {
+			r.t.Fatalf("WriteTo = %d, writer got %d", n, w.off-r.off)
+		}
+		r.off = w.off
+		switch {
+		case err == nil:
+			r.endErr("WriteTo", io.EOF)
+		case err == errFakeWriter, isTimeout(err):
+		default:
+			r.endErr("WriteTo", err)
+		}
+	}
+}
+
+// runFake drives one conn over the fake kernel with the API calls, kernel answers,
+// faults and ring size that data selects, and checks that the stream comes out exact.
+func runFake(t testing.TB, data []byte) *fakeRun {
+	src := &fakeSrc{b: data}
+	mode := Mode(src.byte() % 3)
+	rb := src.byte()
+	ringPages := fakeRingPages[rb%uint8(len(fakeRingPages))]
+	ring := ringPages * pageSize
+	total := src.intn(32) * src.intn(8*pageSize) // up to 1 MiB, often short
+	if src.exhausted() {
+		total = min(total, 256<<10)
+	}
+	reset := src.byte()%4 == 3
+	var f fakeFaults
+	closeAt := -1
+	switch fb := src.byte(); {
+	case fb >= 0xc0:
+		f.kind = int(fb & 7)
+		f.zcAt = 1 + int(src.byte()%16)
+		f.zcErr = fakeZcErrs[src.byte()%uint8(len(fakeZcErrs))]
+		f.dnAt = 1 + int(src.byte()%8)
+	case fb >= 0x80:
+		closeAt = int(src.byte() % 64) // Close in mid-stream, before that call
+	}
+	k := newFakeKernel(t, src, total, reset, f)
+	r := &fakeRun{t: t, src: src, k: k, ring: ring}
+	sys := k.sys()
+	if rb >= 0x80 {
+		sys.peek = nil // a layer without MSG_PEEK: the read path reads instead
+	}
+	r.c = newConn(k, sys, mode, ring)
+	defer k.finish()
+	buf := make([]byte, 2*ring+pageSize)
+	for steps := 0; !r.ended; steps++ {
+		if steps > 1_000_000 {
+			t.Fatalf("no end after %d calls (%v)", steps, k)
+		}
+		if steps == closeAt {
+			r.closeEarly()
+			return r
+		}
+		r.step(buf, steps > 4000) // bound the time one input takes
+	}
+	c := r.c
+	// After the end, a Read returns io.EOF, as net.TCPConn does after a FIN or a reset.
+	k.inCall = "Read"
+	if n, err := c.Read(buf[:1]); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the end = %d, %v (%v)", n, err, k)
+	}
+	st := c.Stats()
+	if int(st.MappedBytes) != k.mappedBytes || int(st.CopiedBytes) != k.recvBytes || k.read != total {
+		t.Fatalf("stats %+v do not match the kernel's %v", st, k)
+	}
+	if k.hintConflicts != 0 {
+		t.Fatalf("%d mapping calls claimed a clean target range that held mapped pages", k.hintConflicts)
+	}
+	if mode == ModeCopy && (k.reserves != 0 || k.zcCalls != 0) {
+		t.Fatalf("ModeCopy conn reserved %d rings, made %d mapping calls", k.reserves, k.zcCalls)
+	}
+	for _, inj := range k.injected {
+		what, _, _ := strings.Cut(inj, " ")
+		if !strings.Contains(st.FallbackReason, what) {
+			t.Fatalf("fault %q injected, FallbackReason %q", inj, st.FallbackReason)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := c.Read(buf[:1]); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v", err)
+	}
+	return r
+}
+
+// FuzzReadPath drives the conn's read path (ring, fallback buffer, Read, Next, WriteTo,
+// every Mode) over a fake kernel whose every answer comes from the fuzz input: arrivals,
+// mappable and unmappable stretches, skip hints, EIO at the end, resets reported in the
+// struct's err field or by recv, EINTR, deadlines, and failing mmap, getsockopt and
+// madvise. It proves that whatever the kernel and the caller do, the conn returns every
+// byte of the stream once and in order, ends with the right error, counts what it
+// received, never waits on a socket that will not wake it, and unmaps its ring at Close.
+func FuzzReadPath(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		runFake(t, data)
+	})
+}
+
+// fuzzSeeds are hand-made inputs covering each mode, end and fault.
+func fuzzSeeds() [][]byte {
+	var seeds [][]byte
+	for mode := range byte(3) {
+		for _, ring := range []byte{0, 3, 7} {
+			for _, end := range []byte{0, 3} {
+				// header: mode, ring, total (2x2 bytes), end, faults
+				seeds = append(seeds, []byte{mode, ring, 40, 0, 0x80, 0x10, end, 0})
+			}
+		}
+		for _, fault := range []byte{0xc1, 0xc2, 0xc4} {
+			for zcAt := range byte(4) {
+				seeds = append(seeds, []byte{mode, 7, 60, 0, 0x10, 0x20, 0, fault, zcAt, zcAt, zcAt,
+					5, 5, 3, 200, 6, 0, 1, 2, 3, 4, 5, 6, 7})
+			}
+		}
+		// Close in mid-stream after a few calls.
+		seeds = append(seeds, []byte{mode, 7, 60, 0, 0x10, 0x20, 0, 0x80, 3,
+			0, 0, 4, 4, 0, 0x40, 4, 4, 0, 0x40})
+	}
+	return seeds
 }

@@ -5,12 +5,16 @@ package zcnet
 import (
 	"errors"
 	"net"
+	"testing"
 )
 
-var errSenderLinuxOnly = errors.New("MSG_ZEROCOPY and SIOCOUTQ are Linux-only")
-
-// writeZerocopy fails: MSG_ZEROCOPY is Linux-only.
-func writeZerocopy(c *net.TCPConn, p []byte) error { return errSenderLinuxOnly }
-
 // unackedBytes fails: SIOCOUTQ is Linux-only.
-func unackedBytes(c *net.TCPConn) (int, error) { return 0, errSenderLinuxOnly }
+func unackedBytes(c *net.TCPConn) (int, error) {
+	return 0, errors.New("SIOCOUTQ is Linux-only")
+}
+
+// socketInode returns 0: conns have no ring here.
+func socketInode(t testing.TB, c *Conn) uint64 { return 0 }
+
+// ringRssKiB reports no ring: conns have none here.
+func ringRssKiB(t testing.TB, ino uint64) (int64, bool) { return 0, false }
