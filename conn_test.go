@@ -242,88 +242,84 @@ func makePipe(opts Options, zc1, zc2 bool) nettest.MakePipe {
 	}
 }
 
-// TestCallsAfterClose proves, in every mode and with bytes still buffered at Close
-// (mapped or copied, some of them handed out by Next), that every method of a closed
+// TestCallsAfterClose proves, in every mode, with both kinds of sender and with bytes
+// still buffered at Close (mapped or copied, some of them handed out by Next), that every method of a closed
 // conn returns an error satisfying errors.Is(err, net.ErrClosed) and never panics: the
 // read-side calls and a second Close as a *net.OpError, like net.TCPConn's; and that
 // Stats and the addresses stay readable.
 func TestCallsAfterClose(t *testing.T) {
-	for _, m := range modes {
-		t.Run(m.String(), func(t *testing.T) {
-			mappable := m == ModeZeroCopy && Supported() == nil
-			c, sc := pairWith(t, Options{Mode: m}, mappable)
-			if err := writePattern(sc, 0, 64<<10, mappable); err != nil {
-				t.Fatal(err)
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		if err := writePattern(sc, 0, 64<<10, mappable); err != nil {
+			t.Fatal(err)
+		}
+		head := make([]byte, 100)
+		if _, err := io.ReadFull(c, head); err != nil {
+			t.Fatal(err)
+		}
+		if off := checkPattern(0, head); off >= 0 {
+			t.Fatalf("stream differs at offset %d", off)
+		}
+		if v, err := c.Next(3); len(v) != 3 || err != nil || checkPattern(100, v) >= 0 {
+			t.Fatalf("Next(3) = %q, %v", v, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		closedErr := func(what string, err error) {
+			t.Helper()
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s after Close: %v, want net.ErrClosed", what, err)
 			}
-			head := make([]byte, 100)
-			if _, err := io.ReadFull(c, head); err != nil {
-				t.Fatal(err)
+		}
+		opErr := func(what string, err error) {
+			t.Helper()
+			closedErr(what, err)
+			if _, ok := err.(*net.OpError); !ok {
+				t.Errorf("%s after Close: %v (%T) is not a *net.OpError", what, err, err)
 			}
-			if off := checkPattern(0, head); off >= 0 {
-				t.Fatalf("stream differs at offset %d", off)
-			}
-			if v, err := c.Next(3); len(v) != 3 || err != nil || checkPattern(100, v) >= 0 {
-				t.Fatalf("Next(3) = %q, %v", v, err)
-			}
-			if err := c.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			closedErr := func(what string, err error) {
-				t.Helper()
-				if !errors.Is(err, net.ErrClosed) {
-					t.Errorf("%s after Close: %v, want net.ErrClosed", what, err)
-				}
-			}
-			opErr := func(what string, err error) {
-				t.Helper()
-				closedErr(what, err)
-				if _, ok := err.(*net.OpError); !ok {
-					t.Errorf("%s after Close: %v (%T) is not a *net.OpError", what, err, err)
-				}
-			}
-			for _, p := range [][]byte{nil, {}, make([]byte, 10)} {
-				n, err := c.Read(p)
-				if n != 0 {
-					t.Errorf("Read after Close returned %d bytes", n)
-				}
-				opErr("Read", err)
-			}
-			for _, n := range []int{-1, 0, 1, 10, math.MaxInt} {
-				v, err := c.Next(n)
-				if v != nil {
-					t.Errorf("Next(%d) after Close returned %q", n, v)
-				}
-				opErr("Next", err)
-			}
-			n, err := c.WriteTo(io.Discard)
+		}
+		for _, p := range [][]byte{nil, {}, make([]byte, 10)} {
+			n, err := c.Read(p)
 			if n != 0 {
-				t.Errorf("WriteTo after Close wrote %d bytes", n)
+				t.Errorf("Read after Close returned %d bytes", n)
 			}
-			opErr("WriteTo", err)
-			opErr("Close", c.Close())
-			_, err = c.Write([]byte("x"))
-			closedErr("Write", err)
-			_, err = c.Write(nil)
-			closedErr("Write(nil)", err)
-			_, err = c.ReadFrom(strings.NewReader("x"))
-			closedErr("ReadFrom", err)
-			closedErr("SetDeadline", c.SetDeadline(time.Now()))
-			closedErr("SetReadDeadline", c.SetReadDeadline(time.Time{}))
-			closedErr("SetWriteDeadline", c.SetWriteDeadline(time.Now()))
-			closedErr("CloseRead", c.CloseRead())
-			closedErr("CloseWrite", c.CloseWrite())
-			closedErr("SetReadBuffer", c.SetReadBuffer(1<<20))
-			closedErr("SetWriteBuffer", c.SetWriteBuffer(1<<20))
-			closedErr("SetNoDelay", c.SetNoDelay(false))
-			closedErr("SetLinger", c.SetLinger(0))
-			closedErr("SetKeepAlive", c.SetKeepAlive(true))
-			closedErr("SetKeepAlivePeriod", c.SetKeepAlivePeriod(time.Second))
-			if c.LocalAddr() == nil || c.RemoteAddr() == nil {
-				t.Errorf("addresses after Close: %v, %v", c.LocalAddr(), c.RemoteAddr())
+			opErr("Read", err)
+		}
+		for _, n := range []int{-1, 0, 1, 10, math.MaxInt} {
+			v, err := c.Next(n)
+			if v != nil {
+				t.Errorf("Next(%d) after Close returned %q", n, v)
 			}
-			_ = c.Stats()
-		})
-	}
+			opErr("Next", err)
+		}
+		n, err := c.WriteTo(io.Discard)
+		if n != 0 {
+			t.Errorf("WriteTo after Close wrote %d bytes", n)
+		}
+		opErr("WriteTo", err)
+		opErr("Close", c.Close())
+		_, err = c.Write([]byte("x"))
+		closedErr("Write", err)
+		_, err = c.Write(nil)
+		closedErr("Write(nil)", err)
+		_, err = c.ReadFrom(strings.NewReader("x"))
+		closedErr("ReadFrom", err)
+		closedErr("SetDeadline", c.SetDeadline(time.Now()))
+		closedErr("SetReadDeadline", c.SetReadDeadline(time.Time{}))
+		closedErr("SetWriteDeadline", c.SetWriteDeadline(time.Now()))
+		closedErr("CloseRead", c.CloseRead())
+		closedErr("CloseWrite", c.CloseWrite())
+		closedErr("SetReadBuffer", c.SetReadBuffer(1<<20))
+		closedErr("SetWriteBuffer", c.SetWriteBuffer(1<<20))
+		closedErr("SetNoDelay", c.SetNoDelay(false))
+		closedErr("SetLinger", c.SetLinger(0))
+		closedErr("SetKeepAlive", c.SetKeepAlive(true))
+		closedErr("SetKeepAlivePeriod", c.SetKeepAlivePeriod(time.Second))
+		if c.LocalAddr() == nil || c.RemoteAddr() == nil {
+			t.Errorf("addresses after Close: %v, %v", c.LocalAddr(), c.RemoteAddr())
+		}
+		_ = c.Stats()
+	})
 }
 
 // TestCloseRead checks, in every mode and after some mapped or copied bytes were read,

@@ -159,16 +159,17 @@ func pairWith(t testing.TB, opts Options, mappable bool) (*Conn, *net.TCPConn) {
 }
 
 // eachPair runs f as a subtest for every mode and both kinds of sender, with a zcnet conn
-// in that mode facing a sender of that kind (the mappable one in ModeZeroCopy only where
-// the fast path is available).
-func eachPair(t *testing.T, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
+// with opts in that mode facing a sender of that kind (the mappable one in ModeZeroCopy
+// only where the fast path is available).
+func eachPair(t *testing.T, opts Options, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
 	for _, m := range modes {
 		for _, s := range senders {
 			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
 				if m == ModeZeroCopy && s.mappable {
 					requireSupported(t)
 				}
-				c, sc := pairWith(t, Options{Mode: m}, s.mappable)
+				opts.Mode = m
+				c, sc := pairWith(t, opts, s.mappable)
 				f(t, m, s.mappable, c, sc)
 			})
 		}

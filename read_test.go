@@ -22,7 +22,7 @@ import (
 // mappable stream was mapped (at least 98%).
 func TestEOFAfterData(t *testing.T) {
 	const total = 8<<20 + 123
-	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
 		w := &patternWriter{}
 		_, err := drainPattern(c, byRead, w, 256<<10, rand.New(rand.NewPCG(2, 0)))
@@ -116,7 +116,7 @@ func TestHalfClose(t *testing.T) {
 // a splice could bypass the bytes it holds.
 func TestCopyToFileAfterPartialReads(t *testing.T) {
 	const total = 4<<20 + 555
-	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		if _, ok := any(c).(syscall.Conn); ok {
 			t.Fatal("*Conn implements syscall.Conn")
 		}
@@ -165,85 +165,81 @@ func TestCopyToFileAfterPartialReads(t *testing.T) {
 }
 
 // TestBadCounts proves that Next and Read reject or accept odd sizes as documented, in
-// every mode (a mappable stream in ModeZeroCopy), without disturbing the stream: Next(0)
+// every mode and with both kinds of sender, without disturbing the stream: Next(0)
 // is an empty non-nil slice, negative counts are ErrNegativeCount, counts above the ring
 // ErrTooLarge, all consuming nothing, Next of exactly the ring size works, and Read of an
 // empty or nil buffer returns 0, nil (before data, with data buffered, and at EOF), as
 // net.TCPConn's does.
 func TestBadCounts(t *testing.T) {
 	const ring = 64 << 10
-	for _, m := range modes {
-		t.Run(m.String(), func(t *testing.T) {
-			mappable := m == ModeZeroCopy && Supported() == nil
-			c, sc := pairWith(t, Options{Mode: m, RingSize: ring}, mappable)
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			for _, p := range [][]byte{nil, {}} {
-				if n, err := c.Read(p); n != 0 || err != nil {
-					t.Fatalf("Read(%v) with nothing sent = %d, %v", p, n, err)
+	eachPair(t, Options{RingSize: ring}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for _, p := range [][]byte{nil, {}} {
+			if n, err := c.Read(p); n != 0 || err != nil {
+				t.Fatalf("Read(%v) with nothing sent = %d, %v", p, n, err)
+			}
+		}
+		// odd makes the calls that must fail and consume nothing.
+		odd := func(when string) {
+			t.Helper()
+			if v, err := c.Next(0); v == nil || len(v) != 0 || err != nil {
+				t.Fatalf("Next(0) %s = %v, %v", when, v, err)
+			}
+			for _, n := range []int{-1, math.MinInt} {
+				if v, err := c.Next(n); v != nil || err != ErrNegativeCount {
+					t.Fatalf("Next(%d) %s = %v, %v", n, when, v, err)
 				}
 			}
-			// odd makes the calls that must fail and consume nothing.
-			odd := func(when string) {
-				t.Helper()
-				if v, err := c.Next(0); v == nil || len(v) != 0 || err != nil {
-					t.Fatalf("Next(0) %s = %v, %v", when, v, err)
-				}
-				for _, n := range []int{-1, math.MinInt} {
-					if v, err := c.Next(n); v != nil || err != ErrNegativeCount {
-						t.Fatalf("Next(%d) %s = %v, %v", n, when, v, err)
-					}
-				}
-				for _, n := range []int{ring + 1, math.MaxInt} {
-					if v, err := c.Next(n); v != nil || err != ErrTooLarge {
-						t.Fatalf("Next(%d) %s = %d bytes, %v", n, when, len(v), err)
-					}
+			for _, n := range []int{ring + 1, math.MaxInt} {
+				if v, err := c.Next(n); v != nil || err != ErrTooLarge {
+					t.Fatalf("Next(%d) %s = %d bytes, %v", n, when, len(v), err)
 				}
 			}
-			odd("with nothing sent")
-			const total = 2*ring + 12
-			sent := sendStream(sc, total, patternSender{zerocopy: mappable})
-			v, err := c.Next(5)
-			if len(v) != 5 || err != nil || checkPattern(0, v) >= 0 {
-				t.Fatalf("Next(5) = %q, %v", v, err)
+		}
+		odd("with nothing sent")
+		const total = 2*ring + 12
+		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+		v, err := c.Next(5)
+		if len(v) != 5 || err != nil || checkPattern(0, v) >= 0 {
+			t.Fatalf("Next(5) = %q, %v", v, err)
+		}
+		// Odd calls between real reads leave the stream alone.
+		if n, err := c.Read(nil); n != 0 || err != nil {
+			t.Fatalf("Read(nil) with bytes buffered = %d, %v", n, err)
+		}
+		odd("with bytes buffered")
+		for i := range int64(2) {
+			v, err := c.Next(ring)
+			if err != nil || len(v) != ring {
+				t.Fatalf("Next(ring size) = %d bytes, %v", len(v), err)
 			}
-			// Odd calls between real reads leave the stream alone.
-			if n, err := c.Read(nil); n != 0 || err != nil {
-				t.Fatalf("Read(nil) with bytes buffered = %d, %v", n, err)
+			if off := checkPattern(5+i*ring, v); off >= 0 {
+				t.Fatalf("stream differs at offset %d", off)
 			}
-			odd("with bytes buffered")
-			for i := range int64(2) {
-				v, err := c.Next(ring)
-				if err != nil || len(v) != ring {
-					t.Fatalf("Next(ring size) = %d bytes, %v", len(v), err)
-				}
-				if off := checkPattern(5+i*ring, v); off >= 0 {
-					t.Fatalf("stream differs at offset %d", off)
-				}
-			}
-			rest, err := io.ReadAll(c)
-			if len(rest) != 7 || err != nil || checkPattern(5+2*ring, rest) >= 0 {
-				t.Fatalf("rest = %q, %v", rest, err)
-			}
-			if err := <-sent; err != nil {
-				t.Fatal(err)
-			}
-			if n, err := c.Read(nil); n != 0 || err != nil {
-				t.Fatalf("Read(nil) at EOF = %d, %v", n, err)
-			}
-			if v, err := c.Next(0); len(v) != 0 || err != nil {
-				t.Fatalf("Next(0) at EOF = %q, %v", v, err)
-			}
-			if v, err := c.Next(1); v != nil || err != io.EOF {
-				t.Fatalf("Next(1) at EOF = %q, %v", v, err)
-			}
-			if n, err := c.WriteTo(io.Discard); n != 0 || err != nil {
-				t.Fatalf("WriteTo at EOF = %d, %v", n, err)
-			}
-			if n, err := c.Write(nil); n != 0 || err != nil {
-				t.Fatalf("Write(nil) = %d, %v", n, err)
-			}
-		})
-	}
+		}
+		rest, err := io.ReadAll(c)
+		if len(rest) != 7 || err != nil || checkPattern(5+2*ring, rest) >= 0 {
+			t.Fatalf("rest = %q, %v", rest, err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(nil); n != 0 || err != nil {
+			t.Fatalf("Read(nil) at EOF = %d, %v", n, err)
+		}
+		if v, err := c.Next(0); len(v) != 0 || err != nil {
+			t.Fatalf("Next(0) at EOF = %q, %v", v, err)
+		}
+		if v, err := c.Next(1); v != nil || err != io.EOF {
+			t.Fatalf("Next(1) at EOF = %q, %v", v, err)
+		}
+		if n, err := c.WriteTo(io.Discard); n != 0 || err != nil {
+			t.Fatalf("WriteTo at EOF = %d, %v", n, err)
+		}
+		if n, err := c.Write(nil); n != 0 || err != nil {
+			t.Fatalf("Write(nil) = %d, %v", n, err)
+		}
+	})
 }
 
 // TestNextEOF checks Next at the end of the stream, in every mode and with both kinds of
@@ -251,7 +247,7 @@ func TestBadCounts(t *testing.T) {
 // none left return io.EOF (repeatedly), and Next(0) returns an empty slice and no error.
 func TestNextEOF(t *testing.T) {
 	const total = 3*4096 + 100 // whole pages, then an unaligned tail
-	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		if err := <-sendStream(sc, total, patternSender{zerocopy: mappable}); err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +278,7 @@ func TestNextEOF(t *testing.T) {
 // mode and with both kinds of sender: the bytes come out in exact stream order.
 func TestNextReadInterleaved(t *testing.T) {
 	const total = 16<<20 + 17
-	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
 		rnd := rand.New(rand.NewPCG(7, 0))
 		buf := make([]byte, 1<<20)
@@ -325,7 +321,7 @@ func TestNextReadInterleaved(t *testing.T) {
 // and Next left the stream, and returns a nil error at its end.
 func TestWriteToAfterNext(t *testing.T) {
 	const total = 4<<20 + 3
-	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
 		w := &patternWriter{}
 		buf := make([]byte, 5000)
