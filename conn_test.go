@@ -145,7 +145,7 @@ func TestBadOptions(t *testing.T) {
 
 	// A one-byte ring is a page: Next up to a page works, beyond it is refused.
 	c, peer := pairWith(t, Options{RingSize: 1, Mode: ModeZeroCopy}, false)
-	sent := sendStream(peer, int64(pageSize)+1, patternSender{})
+	sent := sendPattern(peer, int64(pageSize)+1, patternSender{})
 	if _, err := c.Next(pageSize + 1); err != ErrTooLarge {
 		t.Fatalf("Next(page+1) on a one-page ring: %v", err)
 	}
@@ -249,8 +249,8 @@ func makePipe(opts Options, zc1, zc2 bool) nettest.MakePipe {
 // read-side calls and a second Close as a *net.OpError, like net.TCPConn's; and that
 // Stats and the addresses stay readable.
 func TestCallsAfterClose(t *testing.T) {
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
-		if err := writePattern(sc, 0, 64<<10, mappable); err != nil {
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		if err := writeStream(sc, 0, 64<<10, mappable); err != nil {
 			t.Fatal(err)
 		}
 		head := make([]byte, 100)
@@ -332,7 +332,7 @@ func TestCloseRead(t *testing.T) {
 			mappable := m == ModeZeroCopy && Supported() == nil
 			c, sc := pairWith(t, Options{Mode: m}, mappable)
 			const total = 256 << 10
-			if err := writePattern(sc, 0, total, mappable); err != nil {
+			if err := writeStream(sc, 0, total, mappable); err != nil {
 				t.Fatal(err)
 			}
 			buf := make([]byte, total)
@@ -407,7 +407,7 @@ func TestReadDeadline(t *testing.T) {
 			// Past deadline with bytes buffered.
 			const total = 256 << 10
 			c.SetReadDeadline(time.Time{})
-			if err := writePattern(sc, 0, total, mappable); err != nil {
+			if err := writeStream(sc, 0, total, mappable); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := io.ReadFull(c, buf[:1]); err != nil {
@@ -666,7 +666,7 @@ func testReset(t *testing.T, rc resetCase, m Mode, mappable bool, kind readKind)
 		}
 	}
 	total := rc.first + rc.queued
-	if err := writePattern(sc, 0, rc.first, mappable); err != nil {
+	if err := writeStream(sc, 0, rc.first, mappable); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, rc.first)
@@ -677,10 +677,10 @@ func testReset(t *testing.T, rc resetCase, m Mode, mappable bool, kind readKind)
 		t.Fatalf("stream differs at offset %d", off)
 	}
 	reset := func() error {
-		if err := writePattern(sc, rc.first, rc.queued, mappable); err != nil {
+		if err := writeStream(sc, rc.first, rc.queued, mappable); err != nil {
 			return err
 		}
-		if err := waitAcked(sc); err != nil {
+		if err := waitAckedErr(sc); err != nil {
 			return err
 		}
 		if rc.fin {

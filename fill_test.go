@@ -138,9 +138,9 @@ func TestFaultInjection(t *testing.T) {
 			if fc.pausing {
 				s.pause, s.maxWrite = 2*time.Millisecond, 256<<10
 			}
-			sent := sendStream(dialSender(t, ln.Addr().String(), true), total, s)
+			sent := sendPattern(dialSender(t, ln.Addr().String(), true), total, s)
 			seam := newFaultSeam(fc.op, fc.err, !fc.midway)
-			c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, &seam.sys)
+			c := acceptConn(t, seamListener{ln, Options{Mode: ModeZeroCopy}, &seam.sys})
 			var arm func()
 			if fc.midway {
 				arm = func() { seam.armed.Store(true) }
@@ -183,10 +183,10 @@ func TestFaultRcvlowat(t *testing.T) {
 	const total = 4 << 20
 	ln := loopbackListen(t, true)
 	defer ln.Close()
-	sent := sendStream(dialSender(t, ln.Addr().String(), true), total,
+	sent := sendPattern(dialSender(t, ln.Addr().String(), true), total,
 		patternSender{zerocopy: true, maxWrite: 256 << 10, pause: time.Millisecond})
 	seam := newFaultSeam(opRcvlowat, unix.EINVAL, true)
-	c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, &seam.sys)
+	c := acceptConn(t, seamListener{ln, Options{Mode: ModeZeroCopy}, &seam.sys})
 	w := &patternWriter{}
 	_, err := drainPattern(c, byNext, w, 256<<10, rand.New(rand.NewPCG(8, 0)))
 	st := c.Stats()
@@ -245,13 +245,13 @@ func TestUnsupportedConnCopies(t *testing.T) {
 			const total = 2 << 20
 			for _, viaListener := range []bool{false, true} {
 				// A Listener's conns, or NewConn's over a plain listener.
-				var ln net.Listener = loopbackListen(t, true)
+				var ln net.Listener = seamListener{loopbackListen(t, true), Options{Mode: ModeZeroCopy}, nil}
 				if viaListener {
-					ln = NewListener(ln, Options{Mode: ModeZeroCopy})
+					ln = NewListener(ln.(seamListener).Listener, Options{Mode: ModeZeroCopy})
 				}
 				defer ln.Close()
-				sent := sendStream(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
-				c := acceptConn(t, ln, Options{Mode: ModeZeroCopy}, nil)
+				sent := sendPattern(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
+				c := acceptConn(t, ln)
 				w, _, err := readArmed(c, nil)
 				st := c.Stats()
 				c.Close()

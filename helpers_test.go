@@ -91,10 +91,9 @@ func listenLoopback(t testing.TB, opts Options) *Listener {
 	return ln
 }
 
-// acceptConn accepts the next conn of ln as a *Conn, closed when the test ends. A
-// *Listener hands out its own; the TCP conn of any other listener is wrapped with opts
-// over the syscall layer s, or by NewConn when s is nil.
-func acceptConn(t testing.TB, ln net.Listener, opts Options, s *sysCalls) *Conn {
+// acceptConn accepts the next conn of ln, which must hand out *Conn (a *Listener, or a
+// seamListener); the conn is closed when the test ends.
+func acceptConn(t testing.TB, ln net.Listener) *Conn {
 	t.Helper()
 	nc, err := ln.Accept()
 	if err != nil {
@@ -102,23 +101,42 @@ func acceptConn(t testing.TB, ln net.Listener, opts Options, s *sysCalls) *Conn 
 	}
 	c, ok := nc.(*Conn)
 	if !ok {
-		tc, isTCP := nc.(*net.TCPConn)
-		if !isTCP {
-			nc.Close()
-			t.Fatalf("Accept returned %T, want a TCP conn", nc)
-		}
-		if s == nil {
-			c, err = NewConn(tc, opts)
-		} else {
-			c, err = newTCPConn(tc, opts, s)
-		}
-		if err != nil {
-			tc.Close()
-			t.Fatal(err)
-		}
+		nc.Close()
+		t.Fatalf("Accept returned %T, want *Conn", nc)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// seamListener wraps the TCP conns of a plain listener with opts: over the syscall layer
+// sys, or by NewConn when sys is nil.
+type seamListener struct {
+	net.Listener
+	opts Options
+	sys  *sysCalls
+}
+
+func (l seamListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("accepted a %T, want a *net.TCPConn", nc)
+	}
+	var c *Conn
+	if l.sys == nil {
+		c, err = NewConn(tc, l.opts)
+	} else {
+		c, err = newTCPConn(tc, l.opts, l.sys)
+	}
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialPattern dials addr as a pattern sender: mappable (page MSS and SO_ZEROCOPY, to be
@@ -156,13 +174,18 @@ func pairWith(t testing.TB, opts Options, mappable bool) (*Conn, *net.TCPConn) {
 	opts.PageAlignedMSS = opts.PageAlignedMSS || mappable
 	ln := listenLoopback(t, opts)
 	s := dialSender(t, ln.Addr().String(), mappable)
-	return acceptConn(t, ln, opts, nil), s
+	return acceptConn(t, ln), s
 }
 
 // eachPair runs f as a subtest for every mode and both kinds of sender, with a zcnet conn
-// with opts in that mode facing a sender of that kind (the mappable one in ModeZeroCopy
-// only where the fast path is available).
-func eachPair(t *testing.T, opts Options, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
+// in that mode facing a sender of that kind (the mappable one in ModeZeroCopy only where
+// the fast path is available).
+func eachPair(t *testing.T, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
+	eachPairWith(t, Options{}, f)
+}
+
+// eachPairWith is eachPair with the conns' other Options set by opts.
+func eachPairWith(t *testing.T, opts Options, f func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn)) {
 	for _, m := range modes {
 		for _, s := range senders {
 			t.Run(m.String()+"/"+s.name, func(t *testing.T) {
@@ -189,7 +212,8 @@ type patternSender struct {
 	maxWrite int           // the largest write; 0: up to the end of the pattern's period
 	rnd      *rand.Rand    // when set, each write's size is drawn from [1, maxWrite]
 	pause    time.Duration // a pause after each write: drawn from [0, pause) when rnd is set
-	keepOpen bool          // sendStream does not half-close the conn after the stream
+	keepOpen bool          // sendPattern leaves the conn open after the stream
+	close    bool          // sendPattern closes the conn after the stream instead of half-closing it
 }
 
 // write writes the pattern bytes at stream offsets [off, off+n) to c.
@@ -234,10 +258,17 @@ func (s patternSender) write(c net.Conn, off, n int64) error {
 	return nil
 }
 
-// writePattern writes the pattern bytes at stream offsets [off, off+n) to c, with
+// writeStream writes the pattern bytes at stream offsets [off, off+n) to c, with
 // MSG_ZEROCOPY when mappable (c must come from dialPattern with mappable).
-func writePattern(c net.Conn, off, n int64, mappable bool) error {
+func writeStream(c net.Conn, off, n int64, mappable bool) error {
 	return patternSender{zerocopy: mappable}.write(c, off, n)
+}
+
+// patternData returns the pattern bytes at stream offsets [off, off+n).
+func patternData(off, n int64) []byte {
+	p := make([]byte, n)
+	io.ReadFull(&patternReader{off: off}, p)
+	return p
 }
 
 // halfCloser is a conn that can shut down its writing side: a *net.TCPConn or a *Conn.
@@ -246,24 +277,48 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
-// sendStream starts a goroutine that writes the first total pattern bytes to c with s and
-// then half-closes c (unless s.keepOpen). The returned channel yields the writer's error.
-func sendStream(c halfCloser, total int64, s patternSender) <-chan error {
+// sendPattern starts a goroutine that writes the first total pattern bytes to c with s
+// and then half-closes c (or as s says). The returned channel yields the writer's error.
+func sendPattern(c halfCloser, total int64, s patternSender) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		err := s.write(c, 0, total)
-		if err == nil && !s.keepOpen {
-			err = c.CloseWrite()
+		var cerr error
+		switch {
+		case s.close:
+			cerr = c.Close()
+		case !s.keepOpen:
+			cerr = c.CloseWrite()
+		}
+		if err == nil {
+			err = cerr
 		}
 		done <- err
 	}()
 	return done
 }
 
+// sendStream is sendPattern with plain writes, or MSG_ZEROCOPY when mappable, closing c
+// after the stream, or only half-closing it when halfClose is set.
+func sendStream(c *net.TCPConn, total int64, mappable, halfClose bool) <-chan error {
+	return sendPattern(c, total, patternSender{zerocopy: mappable, close: !halfClose})
+}
+
 // waitAcked waits until the peer has acknowledged every byte written to c (SIOCOUTQ is
 // 0), so that all of them sit in the peer's receive queue and a reset sent next cannot
-// discard any. SIOCOUTQ is Linux-only: elsewhere it fails.
-func waitAcked(c *net.TCPConn) error {
+// discard any. It needs Linux: the test is skipped elsewhere.
+func waitAcked(t testing.TB, c *net.TCPConn) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("waiting for the peer's acknowledgements needs Linux (SIOCOUTQ)")
+	}
+	if err := waitAckedErr(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitAckedErr is waitAcked for any goroutine; it fails off Linux.
+func waitAckedErr(c *net.TCPConn) error {
 	for end := time.Now().Add(5 * time.Second); ; {
 		q, err := unackedBytes(c)
 		if err != nil {

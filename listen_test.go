@@ -22,8 +22,8 @@ func TestListenerPublish(t *testing.T) {
 	if err := ln.Publish("zcnet_test_listener"); err == nil {
 		t.Fatal("second Publish under the same name succeeded")
 	}
-	sent := sendStream(dialSender(t, ln.Addr().String(), false), 12345, patternSender{})
-	c := acceptConn(t, ln, Options{}, nil)
+	sent := sendPattern(dialSender(t, ln.Addr().String(), false), 12345, patternSender{})
+	c := acceptConn(t, ln)
 	w := &patternWriter{}
 	_, err = io.Copy(w, c)
 	checkStream(t, w, err, sent, 12345)

@@ -22,8 +22,8 @@ import (
 // mappable stream was mapped (at least 98%).
 func TestEOFAfterData(t *testing.T) {
 	const total = 8<<20 + 123
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
-		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
 		w := &patternWriter{}
 		_, err := drainPattern(c, byRead, w, 256<<10, rand.New(rand.NewPCG(2, 0)))
 		checkStream(t, w, err, sent, total)
@@ -69,15 +69,19 @@ func TestHalfClose(t *testing.T) {
 						p = dialSender(t, ln.Addr().String(), true)
 					} else {
 						d := Dialer{Options: Options{Mode: m}}
-						zc, err := d.Dial("tcp", ln.Addr().String())
-						if err != nil {
+						var zc net.Conn
+						var err error
+						if zc, err = d.Dial("tcp", ln.Addr().String()); err != nil {
 							t.Fatal(err)
 						}
 						t.Cleanup(func() { zc.Close() })
-						p = zc
+						if _, ok := zc.(*Conn); !ok {
+							t.Fatalf("Dialer.Dial returned a %T, want a *Conn", zc)
+						}
+						p = zc.(halfCloser)
 					}
-					c := acceptConn(t, ln, Options{}, nil)
-					sent := sendStream(p, total, patternSender{zerocopy: mappable})
+					c := acceptConn(t, ln)
+					sent := sendPattern(p, total, patternSender{zerocopy: mappable})
 					c.SetReadDeadline(time.Now().Add(30 * time.Second))
 					w := &patternWriter{}
 					n, err := drainPattern(c, kind, w, 128<<10, rand.New(rand.NewPCG(uint64(kind), 3)))
@@ -116,7 +120,7 @@ func TestHalfClose(t *testing.T) {
 // a splice could bypass the bytes it holds.
 func TestCopyToFileAfterPartialReads(t *testing.T) {
 	const total = 4<<20 + 555
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		if _, ok := any(c).(syscall.Conn); ok {
 			t.Fatal("*Conn implements syscall.Conn")
 		}
@@ -129,7 +133,7 @@ func TestCopyToFileAfterPartialReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+		sent := sendStream(sc, total, mappable, false)
 		buf := make([]byte, 10000)
 		for _, k := range []int{1, 7, 4096, 10000, 3} {
 			n, err := c.Read(buf[:k])
@@ -172,7 +176,7 @@ func TestCopyToFileAfterPartialReads(t *testing.T) {
 // net.TCPConn's does.
 func TestBadCounts(t *testing.T) {
 	const ring = 64 << 10
-	eachPair(t, Options{RingSize: ring}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+	eachPairWith(t, Options{RingSize: ring}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for _, p := range [][]byte{nil, {}} {
 			if n, err := c.Read(p); n != 0 || err != nil {
@@ -198,7 +202,7 @@ func TestBadCounts(t *testing.T) {
 		}
 		odd("with nothing sent")
 		const total = 2*ring + 12
-		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+		sent := sendStream(sc, total, mappable, true)
 		v, err := c.Next(5)
 		if len(v) != 5 || err != nil || checkPattern(0, v) >= 0 {
 			t.Fatalf("Next(5) = %q, %v", v, err)
@@ -247,8 +251,8 @@ func TestBadCounts(t *testing.T) {
 // none left return io.EOF (repeatedly), and Next(0) returns an empty slice and no error.
 func TestNextEOF(t *testing.T) {
 	const total = 3*4096 + 100 // whole pages, then an unaligned tail
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
-		if err := <-sendStream(sc, total, patternSender{zerocopy: mappable}); err != nil {
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		if err := <-sendStream(sc, total, mappable, true); err != nil {
 			t.Fatal(err)
 		}
 		v, err := c.Next(10)
@@ -278,8 +282,8 @@ func TestNextEOF(t *testing.T) {
 // mode and with both kinds of sender: the bytes come out in exact stream order.
 func TestNextReadInterleaved(t *testing.T) {
 	const total = 16<<20 + 17
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
-		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
 		rnd := rand.New(rand.NewPCG(7, 0))
 		buf := make([]byte, 1<<20)
 		w := &patternWriter{}
@@ -321,8 +325,8 @@ func TestNextReadInterleaved(t *testing.T) {
 // and Next left the stream, and returns a nil error at its end.
 func TestWriteToAfterNext(t *testing.T) {
 	const total = 4<<20 + 3
-	eachPair(t, Options{}, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
-		sent := sendStream(sc, total, patternSender{zerocopy: mappable})
+	eachPair(t, func(t *testing.T, m Mode, mappable bool, c *Conn, sc *net.TCPConn) {
+		sent := sendStream(sc, total, mappable, false)
 		w := &patternWriter{}
 		buf := make([]byte, 5000)
 		n, err := io.ReadFull(c, buf[:1234])

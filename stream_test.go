@@ -18,8 +18,8 @@ func TestFastPathIntegrity(t *testing.T) {
 	requireSupported(t)
 	const total = 256 << 20
 	ln := listenLoopback(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true})
-	sent := sendStream(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
-	c := acceptConn(t, ln, Options{}, nil)
+	sent := sendPattern(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
+	c := acceptConn(t, ln)
 	w := &patternWriter{}
 	_, err := drainPattern(c, byRead, w, 1<<20, rand.New(rand.NewPCG(1, 0)))
 	c.Close()
@@ -43,7 +43,7 @@ func TestNextMappedViews(t *testing.T) {
 	requireSupported(t)
 	const total = 64<<20 + 4321
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, patternSender{zerocopy: true})
+	sent := sendStream(sc, total, true, false)
 	w := &patternWriter{}
 	_, err := drainPattern(c, byNext, w, 1<<20, rand.New(rand.NewPCG(5, 0)))
 	checkStream(t, w, err, sent, total)
@@ -70,7 +70,7 @@ func TestNextAssembled(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.String(), func(t *testing.T) {
 			c, sc := pairWith(t, Options{Mode: m}, false)
-			sent := sendStream(sc, total, patternSender{})
+			sent := sendStream(sc, total, false, false)
 			w := &patternWriter{}
 			_, err := drainPattern(c, byNext, w, 256<<10, rand.New(rand.NewPCG(6, 0)))
 			checkStream(t, w, err, sent, total)
@@ -93,7 +93,7 @@ func TestWriteToMapped(t *testing.T) {
 	requireSupported(t)
 	const total = 128<<20 + 1
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, patternSender{zerocopy: true})
+	sent := sendStream(sc, total, true, false)
 	w := &patternWriter{}
 	n, err := io.Copy(struct{ io.Writer }{w}, c)
 	if err == nil && n != w.off {
@@ -116,7 +116,7 @@ func TestViewAfterClose(t *testing.T) {
 	requireSupported(t)
 	const total = 4 << 20
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, patternSender{zerocopy: true})
+	sent := sendStream(sc, total, true, true)
 	defer func() { c.Close(); <-sent }()
 	var v []byte
 	var err error
@@ -152,7 +152,7 @@ func TestIdleConnPinsNoMappedPages(t *testing.T) {
 			const burst = 1 << 20
 			c, p := pairWith(t, Options{Mode: ModeZeroCopy}, true)
 			ino := socketInode(t, c)
-			if err := writePattern(p, 0, burst, true); err != nil {
+			if err := writeStream(p, 0, burst, true); err != nil {
 				t.Fatal(err)
 			}
 			// Positive control: a view of 512 KiB of mapped bytes keeps them resident.

@@ -683,7 +683,7 @@ func testCloseSerial(t *testing.T, m Mode) {
 	rnd := rand.New(rand.NewPCG(4, 0))
 	for i := range rounds {
 		sc := dialSender(t, ln.Addr().String(), mappable)
-		c := acceptConn(t, ln, Options{}, nil)
+		c := acceptConn(t, ln)
 		// Written before anything reads: keep it well inside the initial receive buffer
 		// (the truesize of 4 KiB segments is more than 4 KiB each), or the write blocks.
 		r := closeRound{
@@ -693,7 +693,7 @@ func testCloseSerial(t *testing.T, m Mode) {
 			waitAll:   i%3 == 0,
 			delay:     time.Duration(rnd.IntN(3)*50) * time.Microsecond,
 		}
-		if err := writePattern(sc, 0, r.total, mappable); err != nil {
+		if err := writeStream(sc, 0, r.total, mappable); err != nil {
 			t.Fatal(err)
 		}
 		_, closed, err := raceClose(c, r, rand.New(rand.NewPCG(uint64(i), 4)))
@@ -765,12 +765,12 @@ func testCloseParallel(t *testing.T) {
 				}
 				var sent <-chan error
 				if mappable {
-					sent = sendStream(cc, r.total, patternSender{zerocopy: true})
+					sent = sendPattern(cc, r.total, patternSender{zerocopy: true})
 				} else {
 					// Small enough for the socket buffers: the write completes without
 					// a reader. The conn stays open, so the reader ends up waiting.
 					s := patternSender{maxWrite: 256 << 10, rnd: rnd, keepOpen: true}
-					sent = sendStream(cc, r.total, s)
+					sent = sendPattern(cc, r.total, s)
 					if err := <-sent; err != nil {
 						fail("round %d: send: %v", i, err)
 						return
@@ -824,7 +824,7 @@ func TestPeerSendsOneByteAtATime(t *testing.T) {
 		t.Run(kind.String(), func(t *testing.T) {
 			c, p := pairWith(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true}, false)
 			p.SetNoDelay(true)
-			sent := sendStream(p, total, patternSender{maxWrite: 1})
+			sent := sendPattern(p, total, patternSender{maxWrite: 1})
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			w := &patternWriter{}
 			_, err := drainPattern(c, kind, w, 4096, rand.New(rand.NewPCG(uint64(kind), 1)))
@@ -864,7 +864,7 @@ func testDeadlineFlips(t *testing.T, kind readKind, bursty bool, total int64) {
 		s = patternSender{maxWrite: 32 << 10, rnd: rand.New(rand.NewPCG(uint64(kind), 11)), pause: 300 * time.Microsecond}
 	}
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true}, !bursty)
-	sent := sendStream(sc, total, s)
+	sent := sendPattern(sc, total, s)
 	// Start with a call under a past deadline, so that at least one times out even when
 	// the stream is over before the flipper's first change.
 	c.SetReadDeadline(time.Now().Add(-time.Millisecond))
