@@ -244,10 +244,10 @@ func TestUnsupportedConnCopies(t *testing.T) {
 			}
 			const total = 2 << 20
 			for _, viaListener := range []bool{false, true} {
-				// A Listener's conns, or NewConn's over a plain listener.
-				var ln net.Listener = seamListener{loopbackListen(t, true), Options{Mode: ModeZeroCopy}, nil}
+				inner := loopbackListen(t, true)
+				var ln net.Listener = seamListener{Listener: inner, opts: Options{Mode: ModeZeroCopy}} // NewConn's conns
 				if viaListener {
-					ln = NewListener(ln.(seamListener).Listener, Options{Mode: ModeZeroCopy})
+					ln = NewListener(inner, Options{Mode: ModeZeroCopy})
 				}
 				defer ln.Close()
 				sent := sendPattern(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
