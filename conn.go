@@ -57,9 +57,6 @@ type Conn struct {
 	deadline atomic.Int64 // read deadline, UnixNano; 0 = none
 }
 
-// errNoConn is the error of a read-side call on a Conn not made by this package.
-var errNoConn = errors.New("zcnet: Conn not made by Listen, Dial or NewConn")
-
 // NewConn wraps an established TCP connection. The Conn takes it over: use only the Conn
 // from then on (reading the TCPConn directly would skip bytes the Conn holds). It fails
 // only for invalid opts or a TCPConn whose socket cannot be reached.
@@ -106,21 +103,26 @@ func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 
 // Stats returns the conn's counters. It is safe to call at any time, also after Close.
 func (c *Conn) Stats() Stats {
-	if c.st == nil {
+	if c == nil || c.st == nil {
 		return Stats{}
 	}
 	return c.st.snapshot()
 }
 
 // Mode returns the receive mode the conn was created with.
-func (c *Conn) Mode() Mode { return c.mode }
+func (c *Conn) Mode() Mode {
+	if c == nil {
+		return ModeAuto
+	}
+	return c.mode
+}
 
 // startRead starts a read-side call: it takes the read lock, fails once the conn is
 // closed, and ends the validity of the last Next view. A nil error must be paired with
 // endRead.
 func (c *Conn) startRead() error {
-	if c.st == nil {
-		return c.opErr("read", errNoConn)
+	if c == nil || c.st == nil {
+		return c.noSocket("read")
 	}
 	c.readMu.Lock()
 	c.stateMu.Lock()
@@ -153,8 +155,8 @@ func (c *Conn) endRead() {
 // zeros rather than faulting, but once the Conn is garbage collected the range is
 // unmapped and may be reused for unrelated memory.
 func (c *Conn) Close() error {
-	if c.st == nil {
-		return c.opErr("close", errNoConn)
+	if c == nil || c.st == nil {
+		return c.noSocket("close")
 	}
 	c.stateMu.Lock()
 	if c.closed {

@@ -24,12 +24,27 @@ func wantNoSocket(t *testing.T, what string, err error) {
 	}
 }
 
-// TestZeroConn calls every write-side, socket and address method on a zero Conn and on
-// a nil *Conn: each returns a *net.OpError wrapping ErrNotInitialized (addresses are
-// nil), none panics.
+// TestZeroConn calls every method on a zero Conn and on a nil *Conn: each returns a
+// *net.OpError wrapping ErrNotInitialized (addresses are nil, Stats zero), none panics.
 func TestZeroConn(t *testing.T) {
 	for _, c := range []*Conn{new(Conn), nil} {
-		_, err := c.Write([]byte("x"))
+		n, err := c.Read(make([]byte, 10))
+		wantNoSocket(t, "Read", err)
+		if n != 0 {
+			t.Errorf("Read returned %d bytes with its error", n)
+		}
+		v, err := c.Next(10)
+		wantNoSocket(t, "Next", err)
+		if v != nil {
+			t.Errorf("Next returned %d bytes with its error", len(v))
+		}
+		_, err = c.WriteTo(io.Discard)
+		wantNoSocket(t, "WriteTo", err)
+		wantNoSocket(t, "Close", c.Close())
+		if st := c.Stats(); st != (Stats{}) {
+			t.Errorf("Stats = %+v, want zero", st)
+		}
+		_, err = c.Write([]byte("x"))
 		wantNoSocket(t, "Write", err)
 		_, err = c.ReadFrom(io.LimitReader(zeroReader{}, 10))
 		wantNoSocket(t, "ReadFrom", err)
