@@ -1,6 +1,7 @@
 package zcnet
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -57,9 +58,9 @@ func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
 // copy of every byte; where it does not (page-table updates and TLB shootdowns are dear
 // under virtualisation) it costs more than the copy it saves. So the auto mode compares
 // the two paths over windows: now and then a conn receives windowBytes on the copy path,
-// then windowBytes on the mapping path, adding up the CPU time each fill's system calls
+// then windowBytes on the mapping path, pricing each fill in the CPU time its system calls
 // took (CLOCK_THREAD_CPUTIME_ID inside the poller's callback, where the goroutine cannot
-// be parked) and, for Read, the copy out of the mapped pages. A window spans at least one
+// be parked) plus, for Read, the copy out of the mapped pages, and compares the medians. A window spans at least one
 // ring cycle, so the release of the pages (madvise, which waits for the TLB shootdown it
 // sends to every CPU running a thread of the process) is in it. The conn maps from then
 // on only when mapping cost clearly less per byte (mapMargin) and mapped nearly all of
@@ -76,9 +77,11 @@ const (
 	exploreInterval    = 64       // process-wide bulk fills before the first probe
 	exploreMaxInterval = 1 << 16  // the rarest probe: 4 GiB or more of bulk fills
 	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
+	countBatch         = 8        // bulk fills a conn counts before adding them process-wide
+	windowSamples      = 128      // fills of a window whose cost is kept (the median of them)
 	// mapMargin: a mapping window must cost less than this share of the copy window; the
 	// rest pays for what no clock of this thread sees (other CPUs' shootdown interrupts).
-	mapMargin = 0.85
+	mapMargin = 0.8
 	// maxSampleNs bounds a believable fill (ns per byte): a larger one means the
 	// goroutine moved to another thread between the two clock reads.
 	maxSampleNs = 100
@@ -95,15 +98,16 @@ var hostAuto struct {
 
 // autoPolicy is one conn's state in the auto mode.
 type autoPolicy struct {
-	maps   bool          // the last probe found mapping cheaper: the conn maps
-	won    bool          // the probe under way confirms a winning one
-	phase  uint8         // probeNone, probeCopy or probeMap
-	fills  uint32        // bulk fills since the last probe (of a mapping conn)
-	window int           // bytes a window takes: windowBytes, or two ring sizes
-	cpu    time.Duration // CPU time of the window's fills
-	n      int           // bytes received in the window
-	mapped int           // of which mapped
-	copyNs float64       // the copy window's cost, ns per byte
+	maps   bool                   // the last probe found mapping cheaper: the conn maps
+	won    bool                   // the probe under way confirms a winning one
+	phase  uint8                  // probeNone, probeCopy or probeMap
+	fills  uint32                 // bulk fills: of a mapping conn since its last probe; else all
+	window int                    // bytes a window takes: windowBytes, or two ring sizes
+	ns     [windowSamples]float32 // the window's fills: ns per byte of each
+	k      int                    // fills in ns
+	n      int                    // bytes received in the window
+	mapped int                    // of which mapped
+	copyNs float64                // the copy window's cost, ns per byte
 }
 
 // Probe phases.
@@ -123,14 +127,14 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 		if a.n < a.window {
 			return choice{timed: true}
 		}
-		a.copyNs = float64(a.cpu) / float64(a.n)
-		a.phase, a.cpu, a.n, a.mapped = probeMap, 0, 0, 0
+		a.copyNs = a.median()
+		a.phase, a.k, a.n, a.mapped = probeMap, 0, 0, 0
 		return choice{mapping: true, timed: true}
 	case probeMap:
 		if a.n < a.window {
 			return choice{mapping: true, timed: true}
 		}
-		if a.decide(float64(a.cpu) / float64(a.n)); a.phase == probeCopy {
+		if a.decide(a.median()); a.phase == probeCopy {
 			return choice{timed: true} // the confirming probe
 		}
 	}
@@ -141,7 +145,12 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 		}
 		return choice{mapping: true}
 	}
-	n := hostAuto.fills.Add(1)
+	// The process-wide count is shared by every conn: add to it in batches, so that
+	// conns on many CPUs do not contend for its cache line at every fill.
+	if a.fills++; a.fills%countBatch != 0 {
+		return choice{}
+	}
+	n := hostAuto.fills.Add(countBatch)
 	next := hostAuto.next.Load()
 	if next == 0 {
 		hostAuto.next.CompareAndSwap(0, n+exploreInterval)
@@ -154,7 +163,10 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 
 // start opens a probe with its copy window.
 func (a *autoPolicy) start() {
-	a.phase, a.fills, a.cpu, a.n, a.mapped = probeCopy, 0, 0, 0, 0
+	a.phase, a.k, a.n, a.mapped = probeCopy, 0, 0, 0
+	if a.maps {
+		a.fills = 0
+	}
 }
 
 // decide closes a probe whose mapping window cost mapNs per byte. A win is confirmed
@@ -188,11 +200,26 @@ func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
 	if d <= 0 || float64(d) > maxSampleNs*float64(res.n) {
 		return // not a believable measurement: leave this fill out
 	}
-	a.cpu += d
+	if a.k < len(a.ns) {
+		a.ns[a.k] = float32(float64(d) / float64(res.n))
+		a.k++
+	}
 	a.n += res.n
 	if res.mapped {
 		a.mapped += res.n
 	}
+}
+
+// median is the median cost of the window's fills, ns per byte: the thread's CPU time
+// also counts the softirq work of packets that happen to arrive during a fill (other
+// conns', or on loopback the sender's), which a mean would let a few fills decide.
+func (a *autoPolicy) median() float64 {
+	if a.k == 0 {
+		return 0
+	}
+	v := a.ns[:a.k]
+	slices.Sort(v)
+	return float64(v[a.k/2])
 }
 
 // interval is the number of bulk fills between two probes.
