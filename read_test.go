@@ -352,3 +352,49 @@ func TestWriteToAfterNext(t *testing.T) {
 		checkStream(t, w, err, sent, total)
 	})
 }
+
+// TestCopyViews: with Options.CopyViews a ModeZeroCopy conn still maps, but Next and
+// WriteTo hand out copies: writing into every view is allowed (a mapped view would be a
+// fatal fault), and the stream stays exact.
+func TestCopyViews(t *testing.T) {
+	requireSupported(t)
+	const total = 16<<20 + 333
+	for _, kind := range []readKind{byNext, byWriteTo} {
+		t.Run(kind.String(), func(t *testing.T) {
+			c, s := pairWith(t, Options{Mode: ModeZeroCopy, CopyViews: true}, true)
+			sent := sendStream(s, total, true, false)
+			w := &patternWriter{}
+			var err error
+			if kind == byNext {
+				for err == nil {
+					var v []byte
+					v, err = c.Next(100 << 10)
+					w.Write(v)
+					for i := range v {
+						v[i] = 0 // a copy: writable, and the conn does not read it again
+					}
+				}
+				if err == io.ErrUnexpectedEOF || err == io.EOF {
+					err = nil
+				}
+			} else {
+				_, err = c.WriteTo(scribbler{w})
+			}
+			checkStream(t, w, err, sent, total)
+			st := c.Stats()
+			if st.MappedBytes == 0 || st.ViewBytes != 0 {
+				t.Fatalf("want pages mapped and no view into them: %+v", st)
+			}
+		})
+	}
+}
+
+// scribbler passes p on to w, then writes over it, as a writer that reuses its input
+// might.
+type scribbler struct{ w io.Writer }
+
+func (s scribbler) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	clear(p)
+	return n, err
+}

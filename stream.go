@@ -71,6 +71,10 @@ func (s *stream) gather() {
 	if r == 0 {
 		return
 	}
+	if s.bufFirst {
+		s.absorb(r) // the ring's bytes follow the buffer's
+		return
+	}
 	old := s.buf.pending()
 	var f fallback
 	sp := f.space(r + len(old))
