@@ -153,11 +153,14 @@ func (f *filler) try(fd uintptr) bool {
 func (f *filler) tryMap(fd int) bool {
 	r := f.s.ring
 	if f.small {
-		// The last fill took less than a page (small requests): a recv of up to a page
-		// takes such a request in one call. A page that it splits costs one page of copy.
-		f.small = false
+		// Fills take less than a page (small requests): a recv of up to a page takes
+		// such a request in one call, where a mapping call would find nothing to map
+		// first. Once a recv fills a page, more may be queued: the next fill maps. A
+		// page that it splits costs one page of copy.
 		space := f.s.buf.space(1)
-		return f.recv(fd, space[:min(len(space), pageSize)], causeTail)
+		ok := f.recv(fd, space[:min(len(space), pageSize)], causeTail)
+		f.small = !ok || f.res.n < pageSize
+		return ok
 	}
 	if !r.reserved() {
 		if f.sys.peek != nil {
