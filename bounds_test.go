@@ -384,3 +384,43 @@ func exhaustedChild(t *testing.T, what string) {
 	runtime.KeepAlive(unsafe.SliceData(big))
 	t.Log("exhausted: ok")
 }
+
+// TestPinnedBudget: with MaxPinnedBytes at 1 MiB, a conn holding a 768 KiB mapped view
+// leaves too little for another conn's 512 KiB mapping fills: that conn copies instead,
+// with the reason in Stats, and both streams stay exact.
+func TestPinnedBudget(t *testing.T) {
+	requireSupported(t)
+	saved := CurrentLimits()
+	// 1 MiB beyond what conns of other tests may still pin.
+	if err := SetLimits(Limits{MaxPinnedBytes: budget.pinned.Load() + 1<<20}); err != nil {
+		t.Fatal(err)
+	}
+	defer SetLimits(saved)
+	const total = 4 << 20
+	a, sa := pairWith(t, Options{Mode: ModeZeroCopy}, true)
+	b, sb := pairWith(t, Options{Mode: ModeZeroCopy}, true)
+	sentA := sendStream(sa, total, true, false)
+	sentB := sendStream(sb, total, true, false)
+	v, err := a.Next(768 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().ViewBytes == 0 {
+		t.Fatalf("the held view is not mapped: %+v", a.Stats())
+	}
+	wa := &patternWriter{}
+	wa.Write(v)
+	wb := &patternWriter{}
+	if _, err := io.CopyBuffer(wb, struct{ io.Reader }{b}, make([]byte, 512<<10)); err != nil {
+		t.Fatal(err)
+	}
+	checkStream(t, wb, nil, sentB, total)
+	st := b.Stats()
+	t.Logf("second conn, with 768 KiB pinned by the first and a 1 MiB budget: %d mapped, %d copied for the limit, reason %q",
+		st.MappedBytes, st.CopiedDisabled, st.FallbackReason)
+	if st.CopiedDisabled == 0 || !strings.Contains(st.FallbackReason, errBudget.Error()) {
+		t.Fatalf("the conn past the budget did not copy for it: %+v", st)
+	}
+	_, err = a.WriteTo(wa)
+	checkStream(t, wa, err, sentA, total)
+}
