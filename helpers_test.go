@@ -367,6 +367,16 @@ func checkPattern(off int64, p []byte) int64 {
 	return -1
 }
 
+// patternErr reports whether p, a stream read from offset off, holds the pattern: nil
+// if it does, else an error naming the first byte that does not.
+func patternErr(off int64, p []byte) error {
+	o := checkPattern(off, p)
+	if o < 0 {
+		return nil
+	}
+	return fmt.Errorf("stream byte %d is %#x, want %#x", o, p[o-off], zcsend.Pattern(o))
+}
+
 // patternReader reads the zcsend pattern from stream offset off on, endlessly.
 type patternReader struct{ off int64 }
 
@@ -395,10 +405,10 @@ func (w *patternWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if o := checkPattern(w.off, p); o >= 0 {
-		i := o - w.off
-		w.err = fmt.Errorf("stream byte %d is %#x, want %#x", o, p[i], zcsend.Pattern(o))
-		w.off = o
+	if err := patternErr(w.off, p); err != nil {
+		i := checkPattern(w.off, p) - w.off
+		w.err = err
+		w.off += i
 		w.done.Store(w.off)
 		return int(i), w.err
 	}
