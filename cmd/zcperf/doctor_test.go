@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
 // docTestHost is a healthy Linux host on loopback only.
@@ -67,7 +69,7 @@ func docTestCost(mapped float64, read, next []float64) *docCost {
 		c.Receivers = append(c.Receivers, row)
 	}
 	c.MapCopyReadSamples, c.MapCopyNextSamples = read, next
-	c.MapCopyRead, c.MapCopyNext = docMedian(read), docMedian(next)
+	c.MapCopyRead, c.MapCopyNext = median(read), median(next)
 	return c
 }
 
@@ -590,8 +592,8 @@ func TestDoctorHelpers(t *testing.T) {
 		xs   []float64
 		want float64
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := docMedian(c.xs); got != c.want {
-			t.Errorf("docMedian(%v) = %v, want %v", c.xs, got, c.want)
+		if got := median(c.xs); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
 		}
 	}
 	for _, c := range []struct {
@@ -605,25 +607,25 @@ func TestDoctorHelpers(t *testing.T) {
 		{[]float64{0.95, 0.92, 0.91}, false},
 		{nil, false},
 	} {
-		if got := docPaysIn(docMedian(c.samples), c.samples); got != c.want {
+		if got := docPaysIn(median(c.samples), c.samples); got != c.want {
 			t.Errorf("docPaysIn(%v) = %v", c.samples, got)
 		}
 	}
-	var v docVerifier
+	var v zcsend.Verifier
 	p := make([]byte, 3<<20)
 	for i := range p {
 		p[i] = byte((uint32(i%(1<<20)) * 2654435761) >> 24)
 	}
 	v.Write(p[:5])
 	v.Write(p[5:])
-	if v.bad != 0 || v.off != int64(len(p)) {
-		t.Fatalf("the pattern itself: %d bad bytes", v.bad)
+	if v.Err() != nil || v.Len() != int64(len(p)) {
+		t.Fatalf("the pattern itself: %v", v.Err())
 	}
 	p[2<<20+7] ^= 1
-	v = docVerifier{}
+	v = zcsend.Verifier{}
 	v.Write(p)
-	if v.bad != 1 || v.firstBad != 2<<20+7 {
-		t.Errorf("one flipped byte: %d bad, first at %d", v.bad, v.firstBad)
+	if err := v.Err(); err == nil || err.Error() != fmt.Sprintf("zcsend: 1 of %d bytes differ from the pattern (first at offset %d)", len(p), 2<<20+7) {
+		t.Errorf("one flipped byte: %v", err)
 	}
 	for n, want := range map[int64]string{512: "512 B", 4096: "4 KiB", 32 << 20: "32 MiB", 2 << 30: "2 GiB"} {
 		if got := docBytes(n); got != want {
