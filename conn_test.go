@@ -64,10 +64,7 @@ func TestBadOptions(t *testing.T) {
 		inner.(*net.TCPListener).SetDeadline(time.Time{})
 	}
 	for _, b := range bad {
-		peer, err := net.Dial("tcp", inner.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		peer := dialSender(t, inner.Addr().String(), false)
 		nc, err := inner.Accept()
 		if err != nil {
 			t.Fatal(err)
@@ -98,10 +95,7 @@ func TestBadOptions(t *testing.T) {
 		drain() // the dial may have reached the listener before the options were checked
 
 		zl := NewListener(inner, b.opts)
-		peer, err = net.Dial("tcp", inner.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		peer = dialSender(t, inner.Addr().String(), false)
 		if ac, err := zl.Accept(); !says(err, b.want) {
 			if ac != nil {
 				ac.Close()

@@ -291,10 +291,7 @@ func TestListenerDropsConns(t *testing.T) {
 		}
 	}()
 	for i := range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialSender(t, ln.Addr().String(), false)
 		clients = append(clients, c)
 		if _, err := c.Write(patternData(int64(i)*each, each)); err != nil {
 			t.Fatal(err)
@@ -341,11 +338,7 @@ func TestListenerDropsConns(t *testing.T) {
 // Listener's sums once, with Stats unchanged, also when the conn is collected later.
 func TestListenerForgetsClosedConns(t *testing.T) {
 	ln := listenLoopback(t, Options{})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialSender(t, ln.Addr().String(), false)
 	if _, err := c.Write(patternData(0, 4096)); err != nil {
 		t.Fatal(err)
 	}
@@ -420,10 +413,7 @@ func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer bl.Close()
-					out, err := net.Dial("tcp", bl.Addr().String())
-					if err != nil {
-						t.Fatal(err)
-					}
+					out := dialSender(t, bl.Addr().String(), false)
 					in, err := bl.Accept()
 					if err != nil {
 						t.Fatal(err)
@@ -431,7 +421,7 @@ func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 					defer in.Close()
 					copied := make(chan error, 1)
 					go func() {
-						_, err := out.(*net.TCPConn).ReadFrom(c)
+						_, err := out.ReadFrom(c)
 						out.Close()
 						copied <- err
 					}()
