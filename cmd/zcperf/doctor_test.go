@@ -710,6 +710,18 @@ func docCheckRun(t *testing.T, r docCauseRun, total int64) {
 	}
 }
 
+// docRealRun runs the cause run name over 16 MiB on real loopback conns, checks what
+// every run must show (docCheckRun), and returns it with the changes the verdict on it
+// asks for, one a line.
+func docRealRun(t *testing.T, name, title string, zerocopy, mss bool) (docCauseRun, string) {
+	t.Helper()
+	const total = 16 << 20
+	r := docCauseRunOnce(name, title, zerocopy, mss, total, docGoroutineSender)
+	docCheckRun(t, r, total)
+	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
+	return r, strings.Join(v.Changes, "\n")
+}
+
 // An ordinary sender to a PageAlignedMSS listener on loopback sends page-sized segments
 // in compound pages: the copied bytes are CopiedPageKind, and the doctor says so.
 func TestDoctorCausePlainSender(t *testing.T) {
@@ -721,19 +733,15 @@ func TestDoctorCausePlainSender(t *testing.T) {
 	if docParseInt(b) != 0 {
 		t.Skip("net.core.high_order_alloc_disable is not 0 here: an ordinary sender's pages are order-0 and map")
 	}
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunPlain, "plain", false, true, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunPlain, "plain", false, true)
 	if r.MainCause != "CopiedPageKind" {
 		t.Errorf("main cause %q, want CopiedPageKind (%+v)", r.MainCause, r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "CopiedPageKind") {
 		t.Errorf("diagnosis does not name CopiedPageKind: %s", r.Diagnosis)
 	}
-	h := docTestHost()
-	v := docDecide(h, docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); !strings.Contains(ch, "MSG_ZEROCOPY") {
-		t.Errorf("the verdict does not tell the sender to use MSG_ZEROCOPY:\n%s", ch)
+	if !strings.Contains(changes, "MSG_ZEROCOPY") {
+		t.Errorf("the verdict does not tell the sender to use MSG_ZEROCOPY:\n%s", changes)
 	}
 }
 
@@ -741,18 +749,15 @@ func TestDoctorCausePlainSender(t *testing.T) {
 // pages in them that are not mapped are CopiedSegment, and the doctor says so.
 func TestDoctorCauseNoPageMSS(t *testing.T) {
 	docRequireMapping(t)
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunNoMSS, "no page MSS", true, false, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunNoMSS, "no page MSS", true, false)
 	if r.Stats.CopiedSegment == 0 {
 		t.Errorf("CopiedSegment is 0 (%+v)", r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "CopiedSegment") {
 		t.Errorf("diagnosis does not name CopiedSegment: %s", r.Diagnosis)
 	}
-	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); !strings.Contains(ch, "PageAlignedMSS") {
-		t.Errorf("the verdict does not ask for PageAlignedMSS:\n%s", ch)
+	if !strings.Contains(changes, "PageAlignedMSS") {
+		t.Errorf("the verdict does not ask for PageAlignedMSS:\n%s", changes)
 	}
 }
 
@@ -760,18 +765,15 @@ func TestDoctorCauseNoPageMSS(t *testing.T) {
 // doctor asks for no change on the sender or the listener.
 func TestDoctorCauseMapped(t *testing.T) {
 	docRequireMapping(t)
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunZeroCopy, "zerocopy", true, true, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunZeroCopy, "zerocopy", true, true)
 	if r.Stats.MappedShare() < 0.99 {
 		t.Errorf("%.2f%% mapped, want >= 99%% (%+v)", 100*r.Stats.MappedShare(), r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "% mapped") {
 		t.Errorf("diagnosis %q", r.Diagnosis)
 	}
-	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); strings.Contains(ch, "send with MSG_ZEROCOPY") || strings.Contains(ch, "PageAlignedMSS") {
-		t.Errorf("the verdict asks for changes where everything maps:\n%s", ch)
+	if strings.Contains(changes, "send with MSG_ZEROCOPY") || strings.Contains(changes, "PageAlignedMSS") {
+		t.Errorf("the verdict asks for changes where everything maps:\n%s", changes)
 	}
 }
 
