@@ -553,14 +553,7 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 		}
 		io.WriteString(w, wlHTTPReply(body))
 	})}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		srv.Close()
-		if err := <-served; err != http.ErrServerClosed {
-			b.Errorf("Serve: %v", err)
-		}
-	}()
+	serveHTTP(b, srv, ln)
 	env := fmt.Sprintf("%s=%s,%d,%d", wlHTTPLoadEnv, ln.Addr(), conns, b.N)
 	stdin, in := io.Pipe()
 	cmd, stdout := benchChild(b, env, stdin, true)

@@ -579,15 +579,21 @@ func startUploadServer(t *testing.T, ln *Listener, tlsCfg *tls.Config) *uploadSe
 		scheme = "https"
 	}
 	s.url = scheme + "://" + ln.Addr().String() + "/upload"
+	serveHTTP(t, s.srv, hl)
+	return s
+}
+
+// serveHTTP serves srv on ln until the test ends, then closes srv and checks that Serve
+// returned http.ErrServerClosed.
+func serveHTTP(t testing.TB, srv *http.Server, ln net.Listener) {
 	served := make(chan error, 1)
-	go func() { served <- s.srv.Serve(hl) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		s.srv.Close()
+		srv.Close()
 		if err := <-served; err != http.ErrServerClosed {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return s
 }
 
 // check verifies a reply of the server against the pattern's first total bytes and that
