@@ -235,21 +235,8 @@ func BenchmarkNext(b *testing.B) {
 	for _, s := range benchSenders {
 		b.Run("send="+s.name+"/recv=net-readfull", func(b *testing.B) {
 			benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
-				buf := make([]byte, msg)
-				return func() (int64, error) {
-					var n int64
-					for {
-						k, err := io.ReadFull(r, buf)
-						n += int64(k)
-						switch err {
-						case nil:
-						case io.EOF, io.ErrUnexpectedEOF:
-							return n, nil
-						default:
-							return n, err
-						}
-					}
-				}
+				f := readFuller{r, make([]byte, msg)}
+				return func() (int64, error) { return zcsend.DrainNext(f, msg, nil) }
 			})
 		})
 		for _, mode := range []Mode{ModeAuto, ModeZeroCopy} {
@@ -260,6 +247,17 @@ func BenchmarkNext(b *testing.B) {
 			})
 		}
 	}
+}
+
+// readFuller is the Next of net.TCPConn's message loop: io.ReadFull into a reused buffer.
+type readFuller struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (f readFuller) Next(n int) ([]byte, error) {
+	k, err := io.ReadFull(f.r, f.buf[:n])
+	return f.buf[:k], err
 }
 
 // BenchmarkWriteTo drains the page-aligned stream into io.Discard with WriteTo, against

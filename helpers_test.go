@@ -377,6 +377,16 @@ func patternErr(off int64, p []byte) error {
 	return fmt.Errorf("stream byte %d is %#x, want %#x", o, p[o-off], zcsend.Pattern(o))
 }
 
+// readPattern reads n bytes of r with io.ReadFull and checks that they are the pattern
+// from stream offset off on (patternErr).
+func readPattern(r io.Reader, off, n int64) error {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return err
+	}
+	return patternErr(off, buf)
+}
+
 // patternReader reads the zcsend pattern from stream offset off on, endlessly.
 type patternReader struct{ off int64 }
 
