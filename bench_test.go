@@ -62,10 +62,10 @@ var benchRecvs = []struct {
 }
 
 // benchCPU is the user plus system CPU time of this process so far.
-func benchCPU() time.Duration {
+func benchCPU(b testing.TB) time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
@@ -131,6 +131,50 @@ func benchChild(b *testing.B, env string, stdin io.Reader, wantStdout bool) (*ex
 	return cmd, out
 }
 
+// benchStream starts a sender process that sends total bytes of the pattern (from stream
+// offset 0) with snd's options, and returns the accepted conn and a function that closes
+// it and waits for the sender to exit.
+func benchStream(b *testing.B, snd zcsend.Options, total int64) (*net.TCPConn, func()) {
+	b.Helper()
+	ln := loopbackListen(b, snd.PageMSS)
+	defer ln.Close()
+	cmd, _ := benchChild(b, zcsend.ProcessEnv+"="+zcsend.EnvValue(ln.Addr().String(), total, snd), nil, false)
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	nc, err := ln.Accept()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		b.Fatal(err)
+	}
+	tc := nc.(*net.TCPConn)
+	return tc, func() {
+		tc.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("sender: %v", err)
+		}
+	}
+}
+
+// benchConn starts a sender of total bytes (benchStream) and returns the reader a
+// receiver drains: the accepted TCPConn, or a Conn with mode around it when zc is set
+// (then also returned); done closes them and waits for the sender.
+func benchConn(b *testing.B, snd zcsend.Options, total int64, zc bool, mode Mode) (r io.Reader, c *Conn, done func()) {
+	b.Helper()
+	tc, finish := benchStream(b, snd, total)
+	if !zc {
+		return tc, nil, finish
+	}
+	c, err := NewConn(tc, Options{Mode: mode})
+	if err != nil {
+		finish()
+		b.Fatal(err)
+	}
+	return c, c, func() {
+		c.Close()
+		finish()
+	}
+}
+
 // benchReceive receives b.N MiB sent by a separate sender process with snd's options.
 // With zc set the accepted conn is wrapped in a Conn with mode. setup runs before the
 // timer starts and returns the function that drains the stream (from the Conn when zc is
@@ -138,35 +182,17 @@ func benchChild(b *testing.B, env string, stdin io.Reader, wantStdout bool) (*ex
 func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	setup func(r io.Reader, c *Conn) func() (int64, error)) {
 	b.StopTimer()
-	ln := loopbackListen(b, snd.PageMSS)
-	defer ln.Close()
 	total := int64(b.N) * benchUnit
-	cmd, _ := benchChild(b, zcsend.ProcessEnv+"="+zcsend.EnvValue(ln.Addr().String(), total, snd), nil, false)
-	defer cmd.Wait()
-	nc, err := ln.Accept()
-	if err != nil {
-		cmd.Process.Kill()
-		b.Fatal(err)
-	}
-	tc := nc.(*net.TCPConn)
-	defer tc.Close()
-	var c *Conn
-	var r io.Reader = tc
-	if zc {
-		if c, err = NewConn(tc, Options{Mode: mode}); err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		r = c
-	}
+	r, c, done := benchConn(b, snd, total, zc, mode)
+	defer done()
 	drain := setup(r, c)
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
-	cpu0 := benchCPU()
+	cpu0 := benchCPU(b)
 	b.StartTimer()
 	n, err := drain()
 	b.StopTimer()
-	cpu := benchCPU() - cpu0
+	cpu := benchCPU(b) - cpu0
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -182,19 +208,7 @@ func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 // benchReadAll returns a drain function that reads r to EOF in reads of size bytes.
 func benchReadAll(r io.Reader, size int) func() (int64, error) {
 	buf := make([]byte, size)
-	return func() (int64, error) {
-		var n int64
-		for {
-			k, err := r.Read(buf)
-			n += int64(k)
-			if err == io.EOF {
-				return n, nil
-			}
-			if err != nil {
-				return n, err
-			}
-		}
-	}
+	return func() (int64, error) { return zcsend.DrainRead(r, buf, nil) }
 }
 
 // BenchmarkRead is the drop-in path: Read into a reused buffer of 4 KiB, 64 KiB or 1 MiB,
@@ -221,44 +235,29 @@ func BenchmarkNext(b *testing.B) {
 	for _, s := range benchSenders {
 		b.Run("send="+s.name+"/recv=net-readfull", func(b *testing.B) {
 			benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
-				buf := make([]byte, msg)
-				return func() (int64, error) {
-					var n int64
-					for {
-						k, err := io.ReadFull(r, buf)
-						n += int64(k)
-						switch err {
-						case nil:
-						case io.EOF, io.ErrUnexpectedEOF:
-							return n, nil
-						default:
-							return n, err
-						}
-					}
-				}
+				f := readFuller{r, make([]byte, msg)}
+				return func() (int64, error) { return zcsend.DrainNext(f, msg, nil) }
 			})
 		})
 		for _, mode := range []Mode{ModeAuto, ModeZeroCopy} {
 			b.Run("send="+s.name+"/recv=next-"+mode.String(), func(b *testing.B) {
 				benchReceive(b, s.opts, true, mode, func(_ io.Reader, c *Conn) func() (int64, error) {
-					return func() (int64, error) {
-						var n int64
-						for {
-							p, err := c.Next(msg)
-							n += int64(len(p))
-							switch err {
-							case nil:
-							case io.EOF, io.ErrUnexpectedEOF:
-								return n, nil
-							default:
-								return n, err
-							}
-						}
-					}
+					return func() (int64, error) { return zcsend.DrainNext(c, msg, nil) }
 				})
 			})
 		}
 	}
+}
+
+// readFuller is the Next of net.TCPConn's message loop: io.ReadFull into a reused buffer.
+type readFuller struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (f readFuller) Next(n int) ([]byte, error) {
+	k, err := io.ReadFull(f.r, f.buf[:n])
+	return f.buf[:k], err
 }
 
 // BenchmarkWriteTo drains the page-aligned stream into io.Discard with WriteTo, against

@@ -13,13 +13,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,41 +41,6 @@ import (
 //
 //	go test -run '^$' -bench 'ReadBusy|FileSink|Proxy|HTTPSmall' -count 5 | tee wl.txt
 //	benchstat -col /recv wl.txt
-
-// wlUnit is the bytes one iteration of the stream benchmarks receives.
-const wlUnit = 1 << 20
-
-// wlSenders are the sender workloads: page-aligned payload (page MSS and MSG_ZEROCOPY,
-// mappable on loopback) and plain sends (unaligned payload in compound pages, which the
-// kernel cannot map).
-var wlSenders = []struct {
-	name string
-	opts zcsend.Options
-}{
-	{"aligned", zcsend.Options{PageMSS: true, ZeroCopy: true}},
-	{"unaligned", zcsend.Options{}},
-}
-
-// wlRecvs are the receivers: net.TCPConn, then a zcnet Conn in each mode.
-var wlRecvs = []struct {
-	name string
-	zc   bool
-	mode Mode
-}{
-	{"net", false, 0},
-	{"auto", true, ModeAuto},
-	{"zerocopy", true, ModeZeroCopy},
-	{"copy", true, ModeCopy},
-}
-
-// wlCPU is the user plus system CPU time of this process so far.
-func wlCPU(b *testing.B) time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // wlThreadCPU is the CPU time of the calling thread so far.
 func wlThreadCPU() (time.Duration, error) {
@@ -125,125 +88,30 @@ func wlTLB(b *testing.B) func(mib float64) {
 	}
 }
 
-// wlListen listens on loopback, advertising a page-sized MSS when pageMSS is set.
-func wlListen(b *testing.B, pageMSS bool) net.Listener {
-	b.Helper()
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		if !pageMSS {
-			return nil
-		}
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, os.Getpagesize()+12)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ln
-}
-
-// wlChild starts this test binary again with env added to its environment, and returns
-// its stdin and stdout when pipes is set.
-func wlChild(b *testing.B, env string, pipes bool) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
-	b.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), env)
-	cmd.Stderr = os.Stderr
-	var in io.WriteCloser
-	var out *bufio.Reader
-	if pipes {
-		if in, err = cmd.StdinPipe(); err != nil {
-			b.Fatal(err)
-		}
-		o, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = bufio.NewReader(o)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	return cmd, in, out
-}
-
-// wlStream starts a sender process that sends total bytes of the pattern (from stream
-// offset 0) with snd's options, and returns the accepted conn and a function that closes
-// it and waits for the sender to exit.
-func wlStream(b *testing.B, snd zcsend.Options, total int64) (*net.TCPConn, func()) {
-	b.Helper()
-	ln := wlListen(b, snd.PageMSS)
-	defer ln.Close()
-	cmd, _, _ := wlChild(b, zcsend.ProcessEnv+"="+zcsend.EnvValue(ln.Addr().String(), total, snd), false)
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
-	nc, err := ln.Accept()
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		b.Fatal(err)
-	}
-	tc := nc.(*net.TCPConn)
-	return tc, func() {
-		tc.Close()
-		if err := cmd.Wait(); err != nil {
-			b.Errorf("sender: %v", err)
-		}
-	}
-}
-
-// wlWrap returns the reader a receiver drains: tc itself, or a Conn with mode around it
-// when zc is set (then also returned).
-func wlWrap(b *testing.B, tc *net.TCPConn, zc bool, mode Mode) (io.Reader, *Conn) {
-	b.Helper()
-	if !zc {
-		return tc, nil
-	}
-	c, err := NewConn(tc, Options{Mode: mode})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return c, c
-}
-
-// wlCheck reports whether p is the pattern at stream offset off, and where it is not.
-func wlCheck(p []byte, off int64) error {
-	pat := zcsend.PatternBytes()
-	for len(p) > 0 {
-		o := int(off % zcsend.Period)
-		k := min(len(p), len(pat)-o)
-		if !bytes.Equal(p[:k], pat[o:o+k]) {
-			for i := range k {
-				if p[i] != pat[o+i] {
-					return fmt.Errorf("stream byte %d is %#x, want %#x", off+int64(i), p[i], pat[o+i])
-				}
-			}
-		}
-		p, off = p[k:], off+int64(k)
-	}
-	return nil
-}
-
 // wlSpot checks the first and last 64 bytes of p, received at stream offset off, against
 // the pattern: a check of every read that costs next to nothing, so that the CPU figures
 // stay the receiver's, yet catches lost, repeated or misplaced chunks.
 func wlSpot(p []byte, off int64) error {
 	const edge = 64
 	if len(p) <= 2*edge {
-		return wlCheck(p, off)
+		return patternErr(off, p)
 	}
-	if err := wlCheck(p[:edge], off); err != nil {
+	if err := patternErr(off, p[:edge]); err != nil {
 		return err
 	}
-	return wlCheck(p[len(p)-edge:], off+int64(len(p)-edge))
+	return patternErr(off+int64(len(p)-edge), p[len(p)-edge:])
+}
+
+// wlSpotWriter is an io.Writer that spot-checks (wlSpot) each write as the stream from
+// offset 0 on.
+type wlSpotWriter struct{ off int64 }
+
+func (w *wlSpotWriter) Write(p []byte) (int, error) {
+	if err := wlSpot(p, w.off); err != nil {
+		return 0, err
+	}
+	w.off += int64(len(p))
+	return len(p), nil
 }
 
 // wlSpinner is another thread of the receiving process that keeps a CPU busy.
@@ -296,12 +164,12 @@ func (s *wlSpinner) Stop(b *testing.B) time.Duration {
 // (CLOCK_THREAD_CPUTIME_ID read in that thread just before the transfer starts and just
 // after it ends), leaving the receiver's.
 func BenchmarkReadBusy(b *testing.B) {
-	snd := wlSenders[0].opts
+	snd := benchSenders[0].opts
 	for _, size := range []int{512 << 10, 64 << 10} {
-		for _, rv := range wlRecvs {
+		for _, rv := range benchRecvs {
 			b.Run(fmt.Sprintf("size=%dKiB/recv=%s", size>>10, rv.name), func(b *testing.B) {
 				wlBusy(b, snd, rv.zc, rv.mode, func(r io.Reader, _ *Conn) (int64, error) {
-					return wlReadAll(r, size)
+					return zcsend.DrainRead(r, make([]byte, size), &wlSpotWriter{})
 				})
 			})
 		}
@@ -310,43 +178,9 @@ func BenchmarkReadBusy(b *testing.B) {
 	for _, mode := range []Mode{ModeAuto, ModeZeroCopy} {
 		b.Run(fmt.Sprintf("size=%dKiB/recv=next-%s", msg>>10, mode), func(b *testing.B) {
 			wlBusy(b, snd, true, mode, func(_ io.Reader, c *Conn) (int64, error) {
-				var n int64
-				for {
-					p, err := c.Next(msg)
-					if err := wlSpot(p, n); err != nil {
-						return n, err
-					}
-					n += int64(len(p))
-					switch err {
-					case nil:
-					case io.EOF, io.ErrUnexpectedEOF:
-						return n, nil
-					default:
-						return n, err
-					}
-				}
+				return zcsend.DrainNext(c, msg, &wlSpotWriter{})
 			})
 		})
-	}
-}
-
-// wlReadAll reads r to EOF in reads of size bytes, spot-checking each read, and returns
-// the bytes it took.
-func wlReadAll(r io.Reader, size int) (int64, error) {
-	buf := make([]byte, size)
-	var n int64
-	for {
-		k, err := r.Read(buf)
-		if err := wlSpot(buf[:k], n); err != nil {
-			return n, err
-		}
-		n += int64(k)
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
 	}
 }
 
@@ -354,23 +188,19 @@ func wlReadAll(r io.Reader, size int) (int64, error) {
 // running, and reports the figures of BenchmarkReadBusy.
 func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.Reader, *Conn) (int64, error)) {
 	b.StopTimer()
-	total := int64(b.N) * wlUnit
-	tc, finish := wlStream(b, snd, total)
-	defer finish()
-	r, c := wlWrap(b, tc, zc, mode)
-	if c != nil {
-		defer c.Close()
-	}
-	b.SetBytes(wlUnit)
+	total := int64(b.N) * benchUnit
+	r, c, done := benchConn(b, snd, total, zc, mode)
+	defer done()
+	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	spin := wlSpin()
 	tlb := wlTLB(b)
-	cpu0 := wlCPU(b)
+	cpu0 := benchCPU(b)
 	b.StartTimer()
 	n, err := drain(r, c)
 	b.StopTimer()
-	cpu := wlCPU(b) - cpu0
-	tlb(float64(n) / wlUnit)
+	cpu := benchCPU(b) - cpu0
+	tlb(float64(n) / benchUnit)
 	spun := spin.Stop(b)
 	if err != nil {
 		b.Fatal(err)
@@ -378,7 +208,7 @@ func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.
 	if n != total {
 		b.Fatalf("received %d bytes, want %d", n, total)
 	}
-	mib := float64(n) / wlUnit
+	mib := float64(n) / benchUnit
 	b.ReportMetric(float64(cpu.Microseconds())/mib, "cpu-us/MiB")
 	b.ReportMetric(float64((cpu-spun).Microseconds())/mib, "rcv-cpu-us/MiB")
 	if c != nil {
@@ -408,8 +238,8 @@ const wlFileRound = 64 << 20
 // the pattern.
 func BenchmarkFileSink(b *testing.B) {
 	dir := wlTmpfs(b)
-	for _, s := range wlSenders {
-		for _, rv := range wlRecvs {
+	for _, s := range benchSenders {
+		for _, rv := range benchRecvs {
 			b.Run("send="+s.name+"/recv="+rv.name, func(b *testing.B) {
 				wlFileSink(b, dir, s.opts, rv.zc, rv.mode)
 			})
@@ -426,13 +256,13 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	b.SetBytes(wlUnit)
+	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	var cpu time.Duration
 	var st Stats
 	var tlb int64
 	_, tlbOK := wlShootdowns()
-	for left := int64(b.N) * wlUnit; left > 0; {
+	for left := int64(b.N) * benchUnit; left > 0; {
 		size := min(left, wlFileRound)
 		left -= size
 		if err := f.Truncate(0); err != nil {
@@ -459,18 +289,14 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 // wlSinkConn copies one sender conn of size bytes into f and returns the CPU time it
 // took and the TLB shootdowns (wlShootdowns) meanwhile; the conn's Stats are added to st.
 func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc bool, mode Mode, st *Stats) (time.Duration, int64) {
-	tc, finish := wlStream(b, snd, size)
-	defer finish()
-	r, c := wlWrap(b, tc, zc, mode)
-	if c != nil {
-		defer c.Close()
-	}
+	r, c, done := benchConn(b, snd, size, zc, mode)
+	defer done()
 	tlb0, _ := wlShootdowns()
-	cpu0 := wlCPU(b)
+	cpu0 := benchCPU(b)
 	b.StartTimer()
 	n, err := io.Copy(f, r)
 	b.StopTimer()
-	cpu := wlCPU(b) - cpu0
+	cpu := benchCPU(b) - cpu0
 	tlb1, _ := wlShootdowns()
 	if c != nil {
 		st.Add(c.Stats())
@@ -496,7 +322,7 @@ func wlCheckFile(f *os.File, size int64) error {
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < size; {
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
-		if err := wlCheck(buf[:n], off); err != nil {
+		if err := patternErr(off, buf[:n]); err != nil {
 			return fmt.Errorf("file: %w", err)
 		}
 		off += int64(n)
@@ -514,8 +340,8 @@ func wlCheckFile(f *os.File, size int64) error {
 // backend from WriteTo. cpu-us/MiB is the CPU of the whole process: the proxy and the
 // backend, whose reading and checking cost the same whatever the receiver.
 func BenchmarkProxy(b *testing.B) {
-	for _, s := range wlSenders {
-		for _, rv := range wlRecvs {
+	for _, s := range benchSenders {
+		for _, rv := range benchRecvs {
 			b.Run("send="+s.name+"/recv="+rv.name, func(b *testing.B) {
 				wlProxy(b, s.opts, rv.zc, rv.mode)
 			})
@@ -526,8 +352,8 @@ func BenchmarkProxy(b *testing.B) {
 // wlProxy runs one BenchmarkProxy case.
 func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	b.StopTimer()
-	total := int64(b.N) * wlUnit
-	bl := wlListen(b, false)
+	total := int64(b.N) * benchUnit
+	bl := loopbackListen(b, false)
 	defer bl.Close()
 	type result struct {
 		n   int64
@@ -541,23 +367,12 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 			return
 		}
 		defer nc.Close()
-		buf := make([]byte, 256<<10)
-		var n int64
-		for {
-			k, err := nc.Read(buf)
-			if cerr := wlCheck(buf[:k], n); cerr != nil {
-				drained <- result{n, fmt.Errorf("backend: %w", cerr)}
-				return
-			}
-			n += int64(k)
-			if err != nil {
-				if err == io.EOF {
-					err = nil
-				}
-				drained <- result{n, err}
-				return
-			}
+		w := &patternWriter{}
+		n, err := zcsend.DrainRead(nc, make([]byte, 256<<10), w)
+		if w.err != nil {
+			err = fmt.Errorf("backend: %w", err)
 		}
+		drained <- result{n, err}
 	}()
 	bc, err := net.Dial("tcp", bl.Addr().String())
 	if err != nil {
@@ -565,16 +380,12 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	}
 	backend := bc.(*net.TCPConn)
 	defer backend.Close()
-	tc, finish := wlStream(b, snd, total)
-	defer finish()
-	r, c := wlWrap(b, tc, zc, mode)
-	if c != nil {
-		defer c.Close()
-	}
-	b.SetBytes(wlUnit)
+	r, c, done := benchConn(b, snd, total, zc, mode)
+	defer done()
+	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	tlb := wlTLB(b)
-	cpu0 := wlCPU(b)
+	cpu0 := benchCPU(b)
 	b.StartTimer()
 	n, err := io.Copy(backend, r)
 	if err == nil {
@@ -585,8 +396,8 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 		res = <-drained
 	}
 	b.StopTimer()
-	cpu := wlCPU(b) - cpu0
-	tlb(float64(res.n) / wlUnit)
+	cpu := benchCPU(b) - cpu0
+	tlb(float64(res.n) / benchUnit)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -712,7 +523,7 @@ func wlHTTPConn(c net.Conn, i, n int) error {
 // cpu-us/req is the server's CPU alone. b.N counts requests.
 func BenchmarkHTTPSmall(b *testing.B) {
 	const conns = 32
-	for _, rv := range wlRecvs {
+	for _, rv := range benchRecvs {
 		b.Run("recv="+rv.name, func(b *testing.B) {
 			wlHTTPSmall(b, conns, rv.zc, rv.mode)
 		})
@@ -732,7 +543,7 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 		}
 		ln = zl
 	} else {
-		ln = wlListen(b, false)
+		ln = loopbackListen(b, false)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -742,23 +553,18 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 		}
 		io.WriteString(w, wlHTTPReply(body))
 	})}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		srv.Close()
-		if err := <-served; err != http.ErrServerClosed {
-			b.Errorf("Serve: %v", err)
-		}
-	}()
+	serveHTTP(b, srv, ln)
 	env := fmt.Sprintf("%s=%s,%d,%d", wlHTTPLoadEnv, ln.Addr(), conns, b.N)
-	cmd, in, out := wlChild(b, env, true)
+	stdin, in := io.Pipe()
+	cmd, stdout := benchChild(b, env, stdin, true)
 	defer cmd.Wait()
 	defer in.Close()
+	out := bufio.NewReader(stdout)
 	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
 		b.Fatalf("client: %q, %v", line, err)
 	}
 	b.ResetTimer()
-	cpu0 := wlCPU(b)
+	cpu0 := benchCPU(b)
 	t0 := time.Now()
 	b.StartTimer()
 	if _, err := io.WriteString(in, "go\n"); err != nil {
@@ -767,7 +573,7 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 	line, err := out.ReadString('\n')
 	b.StopTimer()
 	wall := time.Since(t0)
-	cpu := wlCPU(b) - cpu0
+	cpu := benchCPU(b) - cpu0
 	if err != nil || line != "done\n" {
 		b.Fatalf("client: %q, %v", line, err)
 	}

@@ -14,6 +14,20 @@ import (
 	"github.com/zcnet/zcnet"
 )
 
+// peer is the other end of the examples' conns, a client: it dials addr, sends with send
+// and closes the conn.
+func peer(addr string, send func(c net.Conn) error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	defer c.Close()
+	if err := send(c); err != nil {
+		log.Print(err)
+	}
+}
+
 // A net/http server on zcnet.Listen: the only change from a plain server is the listener.
 func ExampleListen() {
 	ln, err := zcnet.Listen("tcp", "127.0.0.1:0") // was: net.Listen("tcp", ...)
@@ -57,21 +71,15 @@ func ExampleConn_Next() {
 	defer ln.Close()
 
 	// The peer sends three messages, each a 4-byte big-endian length and a body.
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			log.Print(err)
-			return
-		}
-		defer c.Close()
+	go peer(ln.Addr().String(), func(c net.Conn) error {
 		for _, m := range []string{"first", "second message", strings.Repeat("x", 100000)} {
 			msg := binary.BigEndian.AppendUint32(nil, uint32(len(m)))
 			if _, err := c.Write(append(msg, m...)); err != nil {
-				log.Print(err)
-				return
+				return err
 			}
 		}
-	}()
+		return nil
+	})
 
 	nc, err := ln.Accept()
 	if err != nil {
@@ -111,24 +119,19 @@ func ExampleConn_WriteTo() {
 	}
 	defer ln.Close()
 
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			log.Print(err)
-			return
-		}
-		defer c.Close()
+	// The peer sends 4 MiB.
+	go peer(ln.Addr().String(), func(c net.Conn) error {
 		block := make([]byte, 64<<10)
 		for i := range block {
 			block[i] = byte(i * 7)
 		}
-		for range 64 { // 4 MiB
+		for range 64 {
 			if _, err := c.Write(block); err != nil {
-				log.Print(err)
-				return
+				return err
 			}
 		}
-	}()
+		return nil
+	})
 
 	c, err := ln.Accept()
 	if err != nil {
@@ -155,15 +158,10 @@ func ExampleListener_Stats() {
 	}
 	defer ln.Close()
 
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			log.Print(err)
-			return
-		}
-		c.Write(make([]byte, 12345))
-		c.Close()
-	}()
+	go peer(ln.Addr().String(), func(c net.Conn) error {
+		_, err := c.Write(make([]byte, 12345))
+		return err
+	})
 	c, err := ln.Accept()
 	if err != nil {
 		log.Fatal(err)

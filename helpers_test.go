@@ -367,6 +367,26 @@ func checkPattern(off int64, p []byte) int64 {
 	return -1
 }
 
+// patternErr reports whether p, a stream read from offset off, holds the pattern: nil
+// if it does, else an error naming the first byte that does not.
+func patternErr(off int64, p []byte) error {
+	o := checkPattern(off, p)
+	if o < 0 {
+		return nil
+	}
+	return fmt.Errorf("stream byte %d is %#x, want %#x", o, p[o-off], zcsend.Pattern(o))
+}
+
+// readPattern reads n bytes of r with io.ReadFull and checks that they are the pattern
+// from stream offset off on (patternErr).
+func readPattern(r io.Reader, off, n int64) error {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return err
+	}
+	return patternErr(off, buf)
+}
+
 // patternReader reads the zcsend pattern from stream offset off on, endlessly.
 type patternReader struct{ off int64 }
 
@@ -395,10 +415,10 @@ func (w *patternWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if o := checkPattern(w.off, p); o >= 0 {
-		i := o - w.off
-		w.err = fmt.Errorf("stream byte %d is %#x, want %#x", o, p[i], zcsend.Pattern(o))
-		w.off = o
+	if err := patternErr(w.off, p); err != nil {
+		i := checkPattern(w.off, p) - w.off
+		w.err = err
+		w.off += i
 		w.done.Store(w.off)
 		return int(i), w.err
 	}
@@ -569,15 +589,21 @@ func startUploadServer(t *testing.T, ln *Listener, tlsCfg *tls.Config) *uploadSe
 		scheme = "https"
 	}
 	s.url = scheme + "://" + ln.Addr().String() + "/upload"
+	serveHTTP(t, s.srv, hl)
+	return s
+}
+
+// serveHTTP serves srv on ln until the test ends, then closes srv and checks that Serve
+// returned http.ErrServerClosed.
+func serveHTTP(t testing.TB, srv *http.Server, ln net.Listener) {
 	served := make(chan error, 1)
-	go func() { served <- s.srv.Serve(hl) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		s.srv.Close()
+		srv.Close()
 		if err := <-served; err != http.ErrServerClosed {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return s
 }
 
 // check verifies a reply of the server against the pattern's first total bytes and that

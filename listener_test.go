@@ -24,15 +24,23 @@ func wantNoSocket(t *testing.T, what string, err error) {
 	}
 }
 
+// wantNoSocketZero is wantNoSocket for a call that returns v with its error: v must be
+// the zero value of its type (a nil interface, not a nil pointer in one).
+func wantNoSocketZero[T comparable](t *testing.T, what string, v T, err error) {
+	t.Helper()
+	wantNoSocket(t, what, err)
+	var zero T
+	if v != zero {
+		t.Errorf("%s returned %#v with its error, want %#v", what, v, zero)
+	}
+}
+
 // TestZeroConn calls every method on a zero Conn and on a nil *Conn: each returns a
 // *net.OpError wrapping ErrNotInitialized (addresses are nil, Stats zero), none panics.
 func TestZeroConn(t *testing.T) {
 	for _, c := range []*Conn{new(Conn), nil} {
 		n, err := c.Read(make([]byte, 10))
-		wantNoSocket(t, "Read", err)
-		if n != 0 {
-			t.Errorf("Read returned %d bytes with its error", n)
-		}
+		wantNoSocketZero(t, "Read", n, err)
 		v, err := c.Next(10)
 		wantNoSocket(t, "Next", err)
 		if v != nil {
@@ -61,15 +69,9 @@ func TestZeroConn(t *testing.T) {
 		wantNoSocket(t, "SetKeepAlivePeriod", c.SetKeepAlivePeriod(time.Second))
 		wantNoSocket(t, "SetKeepAliveConfig", c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}))
 		rc, err := c.SyscallConn()
-		wantNoSocket(t, "SyscallConn", err)
-		if rc != nil {
-			t.Errorf("SyscallConn returned %v with its error", rc)
-		}
+		wantNoSocketZero(t, "SyscallConn", rc, err)
 		f, err := c.File()
-		wantNoSocket(t, "File", err)
-		if f != nil {
-			t.Errorf("File returned %v with its error", f)
-		}
+		wantNoSocketZero(t, "File", f, err)
 		_, err = c.MultipathTCP()
 		wantNoSocket(t, "MultipathTCP", err)
 		if a := c.LocalAddr(); a != nil {
@@ -91,15 +93,9 @@ func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func TestZeroListener(t *testing.T) {
 	for _, l := range []*Listener{new(Listener), NewListener(nil, Options{})} {
 		c, err := l.Accept()
-		wantNoSocket(t, "Accept", err)
-		if c != nil {
-			t.Errorf("Accept returned a non-nil net.Conn %#v with its error", c)
-		}
+		wantNoSocketZero(t, "Accept", c, err) // a nil net.Conn, not a nil *Conn in one
 		zc, err := l.AcceptConn()
-		wantNoSocket(t, "AcceptConn", err)
-		if zc != nil {
-			t.Errorf("AcceptConn returned %v with its error", zc)
-		}
+		wantNoSocketZero(t, "AcceptConn", zc, err)
 		wantNoSocket(t, "Close", l.Close())
 		wantNoSocket(t, "SetDeadline", l.SetDeadline(time.Now()))
 		_, err = l.SyscallConn()
@@ -291,10 +287,7 @@ func TestListenerDropsConns(t *testing.T) {
 		}
 	}()
 	for i := range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialSender(t, ln.Addr().String(), false)
 		clients = append(clients, c)
 		if _, err := c.Write(patternData(int64(i)*each, each)); err != nil {
 			t.Fatal(err)
@@ -304,12 +297,8 @@ func TestListenerDropsConns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			buf := make([]byte, each)
-			if _, err := io.ReadFull(zc, buf); err != nil {
-				t.Fatal(err)
-			}
-			if off := checkPattern(int64(i)*each, buf); off >= 0 {
-				t.Fatalf("conn %d differs at offset %d", i, off)
+			if err := readPattern(zc, int64(i)*each, each); err != nil {
+				t.Fatalf("conn %d: %v", i, err)
 			}
 			runtime.AddCleanup(zc, func(n *atomic.Int64) { n.Add(1) }, &collected)
 		}()
@@ -341,11 +330,7 @@ func TestListenerDropsConns(t *testing.T) {
 // Listener's sums once, with Stats unchanged, also when the conn is collected later.
 func TestListenerForgetsClosedConns(t *testing.T) {
 	ln := listenLoopback(t, Options{})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialSender(t, ln.Addr().String(), false)
 	if _, err := c.Write(patternData(0, 4096)); err != nil {
 		t.Fatal(err)
 	}
@@ -420,10 +405,7 @@ func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 						t.Fatal(err)
 					}
 					defer bl.Close()
-					out, err := net.Dial("tcp", bl.Addr().String())
-					if err != nil {
-						t.Fatal(err)
-					}
+					out := dialSender(t, bl.Addr().String(), false)
 					in, err := bl.Accept()
 					if err != nil {
 						t.Fatal(err)
@@ -431,7 +413,7 @@ func TestStdlibCopiesAfterPartialReads(t *testing.T) {
 					defer in.Close()
 					copied := make(chan error, 1)
 					go func() {
-						_, err := out.(*net.TCPConn).ReadFrom(c)
+						_, err := out.ReadFrom(c)
 						out.Close()
 						copied <- err
 					}()

@@ -44,14 +44,7 @@ func TestServerHTTPUpload256M(t *testing.T) {
 		}
 		io.WriteString(w, hashReply(n, h.Sum(nil)))
 	})}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		srv.Close()
-		if err := <-served; err != http.ErrServerClosed {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	serveHTTP(t, srv, ln)
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Post("http://"+ln.Addr().String()+"/", "application/octet-stream",
@@ -172,14 +165,7 @@ func TestDialerHTTPTransport(t *testing.T) {
 		w.Header().Set("Content-Length", fmt.Sprint(total))
 		io.Copy(w, io.LimitReader(&patternReader{}, total))
 	})}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(inner) }()
-	defer func() {
-		srv.Close()
-		if err := <-served; err != http.ErrServerClosed {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	serveHTTP(t, srv, inner)
 
 	d := &Dialer{}
 	tr := &http.Transport{DialContext: d.DialContext}

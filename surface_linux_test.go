@@ -195,10 +195,7 @@ func TestUserTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		nl := NewListener(inner, o)
-		pc, err := net.Dial("tcp", inner.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		pc := dialSender(t, inner.Addr().String(), false)
 		nc, err := nl.AcceptConn()
 		if err != nil {
 			t.Fatal(err)

@@ -1,8 +1,8 @@
 package main
 
 // zcperf doctor: the host checks, the loopback measurements and the verdict. The host
-// facts are gathered by doctorHost (doctor_linux.go, doctor_other.go); everything else
-// here is portable. Names in these files start with "doc" or "doctor".
+// facts only Linux has are gathered by docHostOS (doctor_linux.go, doctor_other.go);
+// everything else here is portable. Names in these files start with "doc" or "doctor".
 
 import (
 	"bufio"
@@ -288,6 +288,43 @@ func docFailed(m *docMeasurements) bool {
 		}
 	}
 	return m.Cost != nil && m.Cost.Error != ""
+}
+
+// doctorHost gathers the host facts of the checks.
+func doctorHost() docHost {
+	h := docHost{
+		OS:                    runtime.GOOS,
+		Seccomp:               -1,
+		MaxMapCount:           -1,
+		Mappings:              -1,
+		RlimitAS:              -2,
+		VirtualMemory:         -1,
+		PageSize:              os.Getpagesize(),
+		HighOrderAllocDisable: -1,
+	}
+	docHostOS(&h)
+	if err := zcnet.Supported(); err != nil {
+		h.SupportedError = err.Error()
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		h.InterfacesError = "cannot list interfaces: " + err.Error()
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		d := docIface{
+			Name:        ifc.Name,
+			Up:          ifc.Flags&net.FlagUp != 0,
+			MTU:         ifc.MTU,
+			PayloadIPv4: docPayload(ifc.MTU, docIPv4Header),
+			PayloadIPv6: docPayload(ifc.MTU, docIPv6Header),
+		}
+		d.HeaderSplit, d.HeaderSplitDetail = docHeaderSplit(ifc.Name)
+		h.Interfaces = append(h.Interfaces, d)
+	}
+	return h
 }
 
 // docChecks turns the host facts into checks, each with a status and an explanation.
@@ -893,8 +930,8 @@ func docCauseRunOnce(name, title string, zerocopy, mss bool, total int64, send d
 			return errors.Join(fmt.Errorf("accepted a %T, not a *zcnet.Conn", nc), wait())
 		}
 		zc.SetReadDeadline(time.Now().Add(2 * time.Minute))
-		var v docVerifier
-		n, err := docDrainRead(zc, make([]byte, 512<<10), &v)
+		var v zcsend.Verifier
+		n, err := zcsend.DrainRead(zc, make([]byte, 512<<10), &v)
 		r.Stats = zc.Stats()
 		zc.Close()
 		if werr := wait(); err == nil {
@@ -905,8 +942,8 @@ func docCauseRunOnce(name, title string, zerocopy, mss bool, total int64, send d
 		case err != nil:
 		case n != total:
 			err = fmt.Errorf("received %d bytes, want %d", n, total)
-		case v.bad > 0:
-			err = fmt.Errorf("%d bytes differ from the sent pattern (first at offset %d)", v.bad, v.firstBad)
+		case v.Err() != nil:
+			err = v.Err()
 		default:
 			r.Verified = true
 		}
@@ -919,71 +956,6 @@ func docCauseRunOnce(name, title string, zerocopy, mss bool, total int64, send d
 	r.MainCause = docMainCause(r.Stats)
 	r.Diagnosis = docDiagnose(r)
 	return r
-}
-
-// docDrainRead reads r to its end into buf, passing what it read to v when v is not nil.
-func docDrainRead(r io.Reader, buf []byte, v *docVerifier) (int64, error) {
-	var total int64
-	for {
-		n, err := r.Read(buf)
-		total += int64(n)
-		if v != nil {
-			v.Write(buf[:n])
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// docDrainNext consumes c to its end with Next(msg).
-func docDrainNext(c *zcnet.Conn, msg int, v *docVerifier) (int64, error) {
-	var total int64
-	for {
-		p, err := c.Next(msg)
-		total += int64(len(p))
-		if v != nil {
-			v.Write(p)
-		}
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
-			return total, nil
-		default:
-			return total, err
-		}
-	}
-}
-
-// docVerifier checks the stream it is given against the zcsend pattern.
-type docVerifier struct {
-	off, bad, firstBad int64
-}
-
-// Write compares p with the pattern at the current offset; it never fails.
-func (v *docVerifier) Write(p []byte) (int, error) {
-	pat := zcsend.PatternBytes()
-	n := len(p)
-	for len(p) > 0 {
-		o := int(v.off % zcsend.Period)
-		k := min(len(p), zcsend.Period-o)
-		if !bytes.Equal(p[:k], pat[o:o+k]) {
-			for i := range k {
-				if p[i] != pat[o+i] {
-					if v.bad == 0 {
-						v.firstBad = v.off + int64(i)
-					}
-					v.bad++
-				}
-			}
-		}
-		v.off += int64(k)
-		p = p[k:]
-	}
-	return n, nil
 }
 
 // docCostReceivers are the receivers of the CPU comparison, in this order (docCostRun
@@ -1073,13 +1045,13 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 			c.MapCopyNextSamples = append(c.MapCopyNextSamples, c.Receivers[2].Samples[round]/copyNext)
 		}
 		c.MapCopyReadSamples = ratios[1]
-		c.MapCopyRead = docMedian(c.MapCopyReadSamples)
-		c.MapCopyNext = docMedian(c.MapCopyNextSamples)
+		c.MapCopyRead = median(c.MapCopyReadSamples)
+		c.MapCopyNext = median(c.MapCopyNextSamples)
 		for i := range c.Receivers {
 			row := &c.Receivers[i]
-			row.CPUPerMiB = docMedian(row.Samples)
-			row.BusyCharged = docMedian(charged[i])
-			row.Ratio = docMedian(ratios[i])
+			row.CPUPerMiB = median(row.Samples)
+			row.BusyCharged = median(charged[i])
+			row.Ratio = median(ratios[i])
 			if row.Key != "net_read" {
 				st := sums[i]
 				row.Stats = &st
@@ -1136,9 +1108,11 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 			return s, errors.Join(err, wait())
 		}
 	}
-	var v *docVerifier
+	var v *zcsend.Verifier
+	var w io.Writer // v, or nil (not a nil *zcsend.Verifier) to check nothing
 	if verify {
-		v = new(docVerifier)
+		v = new(zcsend.Verifier)
+		w = v
 	}
 	var spin *docSpinner
 	var spinCPU0 float64
@@ -1151,11 +1125,11 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 	var n int64
 	switch key {
 	case "net_read":
-		n, err = docDrainRead(nc, make([]byte, 512<<10), v)
+		n, err = zcsend.DrainRead(nc, make([]byte, 512<<10), w)
 	case "zc_read":
-		n, err = docDrainRead(zc, make([]byte, 512<<10), v)
+		n, err = zcsend.DrainRead(zc, make([]byte, 512<<10), w)
 	default:
-		n, err = docDrainNext(zc, 512<<10, v)
+		n, err = zcsend.DrainNext(zc, 512<<10, w)
 	}
 	s.cpu, s.wall = cpuTime()-cpu0, time.Since(t0)
 	if spin != nil {
@@ -1179,8 +1153,8 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 	case err != nil:
 	case n != size:
 		err = fmt.Errorf("received %d bytes, want %d", n, size)
-	case v != nil && v.bad > 0:
-		err = fmt.Errorf("%d bytes differ from the sent pattern (first at offset %d)", v.bad, v.firstBad)
+	case v != nil && v.Err() != nil:
+		err = v.Err()
 	}
 	return s, err
 }
@@ -1237,17 +1211,4 @@ func docSpinRate() float64 {
 func (s *docSpinner) stop() {
 	s.done.Store(true)
 	<-s.ended
-}
-
-// docMedian returns the median of xs (the mean of the middle two for an even count).
-func docMedian(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -3,34 +3,18 @@ package main
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/zcnet/zcnet"
 )
 
-// doctorHost gathers the host facts of the checks.
-func doctorHost() docHost {
-	h := docHost{
-		OS:                    runtime.GOOS,
-		Seccomp:               -1,
-		MaxMapCount:           -1,
-		Mappings:              -1,
-		RlimitAS:              -2,
-		VirtualMemory:         -1,
-		PageSize:              os.Getpagesize(),
-		HighOrderAllocDisable: -1,
-	}
+// docHostOS adds the facts only Linux has to h: kernel, seccomp, container, mappings,
+// address-space limit, and the sysctls that bear on mapping.
+func docHostOS(h *docHost) {
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])
-	}
-	if err := zcnet.Supported(); err != nil {
-		h.SupportedError = err.Error()
 	}
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		if v, ok := docStatusField(string(b), "Seccomp"); ok {
@@ -60,25 +44,6 @@ func doctorHost() docHost {
 	if b, err := os.ReadFile("/proc/sys/net/core/high_order_alloc_disable"); err == nil {
 		h.HighOrderAllocDisable = docParseInt(b)
 	}
-	ifs, err := net.Interfaces()
-	if err != nil {
-		h.InterfacesError = "cannot list interfaces: " + err.Error()
-	}
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		d := docIface{
-			Name:        ifc.Name,
-			Up:          ifc.Flags&net.FlagUp != 0,
-			MTU:         ifc.MTU,
-			PayloadIPv4: docPayload(ifc.MTU, docIPv4Header),
-			PayloadIPv6: docPayload(ifc.MTU, docIPv6Header),
-		}
-		d.HeaderSplit, d.HeaderSplitDetail = docHeaderSplit(ifc.Name)
-		h.Interfaces = append(h.Interfaces, d)
-	}
-	return h
 }
 
 // docThreadClock returns a function that reads the CPU time of the calling thread, in

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
 // docTestHost is a healthy Linux host on loopback only.
@@ -67,7 +69,7 @@ func docTestCost(mapped float64, read, next []float64) *docCost {
 		c.Receivers = append(c.Receivers, row)
 	}
 	c.MapCopyReadSamples, c.MapCopyNextSamples = read, next
-	c.MapCopyRead, c.MapCopyNext = docMedian(read), docMedian(next)
+	c.MapCopyRead, c.MapCopyNext = median(read), median(next)
 	return c
 }
 
@@ -590,8 +592,8 @@ func TestDoctorHelpers(t *testing.T) {
 		xs   []float64
 		want float64
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := docMedian(c.xs); got != c.want {
-			t.Errorf("docMedian(%v) = %v, want %v", c.xs, got, c.want)
+		if got := median(c.xs); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
 		}
 	}
 	for _, c := range []struct {
@@ -605,25 +607,25 @@ func TestDoctorHelpers(t *testing.T) {
 		{[]float64{0.95, 0.92, 0.91}, false},
 		{nil, false},
 	} {
-		if got := docPaysIn(docMedian(c.samples), c.samples); got != c.want {
+		if got := docPaysIn(median(c.samples), c.samples); got != c.want {
 			t.Errorf("docPaysIn(%v) = %v", c.samples, got)
 		}
 	}
-	var v docVerifier
+	var v zcsend.Verifier
 	p := make([]byte, 3<<20)
 	for i := range p {
 		p[i] = byte((uint32(i%(1<<20)) * 2654435761) >> 24)
 	}
 	v.Write(p[:5])
 	v.Write(p[5:])
-	if v.bad != 0 || v.off != int64(len(p)) {
-		t.Fatalf("the pattern itself: %d bad bytes", v.bad)
+	if v.Err() != nil || v.Len() != int64(len(p)) {
+		t.Fatalf("the pattern itself: %v", v.Err())
 	}
 	p[2<<20+7] ^= 1
-	v = docVerifier{}
+	v = zcsend.Verifier{}
 	v.Write(p)
-	if v.bad != 1 || v.firstBad != 2<<20+7 {
-		t.Errorf("one flipped byte: %d bad, first at %d", v.bad, v.firstBad)
+	if err := v.Err(); err == nil || err.Error() != fmt.Sprintf("zcsend: 1 of %d bytes differ from the pattern (first at offset %d)", len(p), 2<<20+7) {
+		t.Errorf("one flipped byte: %v", err)
 	}
 	for n, want := range map[int64]string{512: "512 B", 4096: "4 KiB", 32 << 20: "32 MiB", 2 << 30: "2 GiB"} {
 		if got := docBytes(n); got != want {
@@ -708,6 +710,18 @@ func docCheckRun(t *testing.T, r docCauseRun, total int64) {
 	}
 }
 
+// docRealRun runs the cause run name over 16 MiB on real loopback conns, checks what
+// every run must show (docCheckRun), and returns it with the changes the verdict on it
+// asks for, one a line.
+func docRealRun(t *testing.T, name, title string, zerocopy, mss bool) (docCauseRun, string) {
+	t.Helper()
+	const total = 16 << 20
+	r := docCauseRunOnce(name, title, zerocopy, mss, total, docGoroutineSender)
+	docCheckRun(t, r, total)
+	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
+	return r, strings.Join(v.Changes, "\n")
+}
+
 // An ordinary sender to a PageAlignedMSS listener on loopback sends page-sized segments
 // in compound pages: the copied bytes are CopiedPageKind, and the doctor says so.
 func TestDoctorCausePlainSender(t *testing.T) {
@@ -719,19 +733,15 @@ func TestDoctorCausePlainSender(t *testing.T) {
 	if docParseInt(b) != 0 {
 		t.Skip("net.core.high_order_alloc_disable is not 0 here: an ordinary sender's pages are order-0 and map")
 	}
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunPlain, "plain", false, true, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunPlain, "plain", false, true)
 	if r.MainCause != "CopiedPageKind" {
 		t.Errorf("main cause %q, want CopiedPageKind (%+v)", r.MainCause, r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "CopiedPageKind") {
 		t.Errorf("diagnosis does not name CopiedPageKind: %s", r.Diagnosis)
 	}
-	h := docTestHost()
-	v := docDecide(h, docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); !strings.Contains(ch, "MSG_ZEROCOPY") {
-		t.Errorf("the verdict does not tell the sender to use MSG_ZEROCOPY:\n%s", ch)
+	if !strings.Contains(changes, "MSG_ZEROCOPY") {
+		t.Errorf("the verdict does not tell the sender to use MSG_ZEROCOPY:\n%s", changes)
 	}
 }
 
@@ -739,18 +749,15 @@ func TestDoctorCausePlainSender(t *testing.T) {
 // pages in them that are not mapped are CopiedSegment, and the doctor says so.
 func TestDoctorCauseNoPageMSS(t *testing.T) {
 	docRequireMapping(t)
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunNoMSS, "no page MSS", true, false, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunNoMSS, "no page MSS", true, false)
 	if r.Stats.CopiedSegment == 0 {
 		t.Errorf("CopiedSegment is 0 (%+v)", r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "CopiedSegment") {
 		t.Errorf("diagnosis does not name CopiedSegment: %s", r.Diagnosis)
 	}
-	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); !strings.Contains(ch, "PageAlignedMSS") {
-		t.Errorf("the verdict does not ask for PageAlignedMSS:\n%s", ch)
+	if !strings.Contains(changes, "PageAlignedMSS") {
+		t.Errorf("the verdict does not ask for PageAlignedMSS:\n%s", changes)
 	}
 }
 
@@ -758,18 +765,15 @@ func TestDoctorCauseNoPageMSS(t *testing.T) {
 // doctor asks for no change on the sender or the listener.
 func TestDoctorCauseMapped(t *testing.T) {
 	docRequireMapping(t)
-	const total = 16 << 20
-	r := docCauseRunOnce(docRunZeroCopy, "zerocopy", true, true, total, docGoroutineSender)
-	docCheckRun(t, r, total)
+	r, changes := docRealRun(t, docRunZeroCopy, "zerocopy", true, true)
 	if r.Stats.MappedShare() < 0.99 {
 		t.Errorf("%.2f%% mapped, want >= 99%% (%+v)", 100*r.Stats.MappedShare(), r.Stats)
 	}
 	if !strings.Contains(r.Diagnosis, "% mapped") {
 		t.Errorf("diagnosis %q", r.Diagnosis)
 	}
-	v := docDecide(docTestHost(), docMeasurements{Causes: []docCauseRun{r}})
-	if ch := strings.Join(v.Changes, "\n"); strings.Contains(ch, "send with MSG_ZEROCOPY") || strings.Contains(ch, "PageAlignedMSS") {
-		t.Errorf("the verdict asks for changes where everything maps:\n%s", ch)
+	if strings.Contains(changes, "send with MSG_ZEROCOPY") || strings.Contains(changes, "PageAlignedMSS") {
+		t.Errorf("the verdict asks for changes where everything maps:\n%s", changes)
 	}
 }
 
