@@ -24,7 +24,8 @@ var ErrBuffered = errors.New("zcnet: conn holds received bytes; reading the sock
 //     consumed yet, or net.ErrClosed once the conn is closed; otherwise it runs f as
 //     net's Read does, holding off the conn's own reads until it returns. Bytes f reads
 //     are not counted in Stats, and an error the conn has already taken from the kernel
-//     (a reset reported during a mapping call) is not seen by f.
+//     (a reset reported during a mapping call) is not seen by f. Like a read-side call,
+//     it ends the validity of the last Next view, and puts SO_RCVLOWAT back to 1.
 //
 // The RawConn is not net's own type, on purpose: os.File.ReadFrom splices straight from
 // the socket of a syscall.Conn whose RawConn is net's (it asks for its PollFD), which
@@ -83,6 +84,7 @@ func (c *Conn) lockEmpty(op string) error {
 		c.endRead()
 		return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: ErrBuffered}
 	}
+	c.plainLowat()
 	return nil
 }
 
@@ -96,7 +98,8 @@ func (c *Conn) unlockRead() { c.endRead() }
 // conn is closed. Reads from the file take bytes straight from the socket: once it is
 // returned, nothing stops them from racing the conn's own reads, so read from one of the
 // two only. The file is for socket options, for writing, and for handing the socket to
-// another process at a message boundary.
+// another process at a message boundary. Like a read-side call, File ends the validity of
+// the last Next view.
 func (c *Conn) File() (*os.File, error) {
 	if c == nil || c.tc == nil {
 		return nil, c.noSocket("file")

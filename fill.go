@@ -141,9 +141,11 @@ func (f *filler) try(fd uintptr) bool {
 		return f.recv(int(fd), dst, f.req.cause)
 	}
 	if f.noMap {
-		// Mapping was turned off while the reader waited: nothing was read in this
-		// fill, so the copy path takes over.
-		f.res.err = errNoMap
+		// Mapping was turned off while the reader waited: the copy path takes over,
+		// after what this fill mapped before the wait, if anything.
+		if f.res.n == 0 {
+			f.res.err = errNoMap
+		}
 		return true
 	}
 	return f.tryMap(int(fd))
@@ -226,8 +228,11 @@ func (f *filler) tryMap(fd int) bool {
 		m := int(zc.Length)
 		if m > req || m%pageSize != 0 {
 			r.commit(0, req)
-			f.res.err = f.fail("getsockopt TCP_ZEROCOPY_RECEIVE",
+			err := f.fail("getsockopt TCP_ZEROCOPY_RECEIVE",
 				errors.New("kernel reported impossible lengths"))
+			if f.res.n == 0 {
+				f.res.err = err
+			}
 			return true
 		}
 		r.commit(m, req)
@@ -244,9 +249,10 @@ func (f *filler) tryMap(fd int) bool {
 				return true
 			}
 			if zc.Inq == 0 {
-				// The rest of the goal has not arrived: wait for it in this call
-				// (SO_RCVLOWAT asks for all of it), without another mapping call and
-				// peek to find the queue empty.
+				// The rest of the goal has not arrived: wait for it in this call,
+				// without another mapping call and peek to find the queue empty.
+				// SO_RCVLOWAT asks for what is still missing, no more.
+				f.setLowat(fd, f.req.lowat-f.res.n)
 				f.wait()
 				return false
 			}
@@ -302,21 +308,22 @@ func (f *filler) fail(op string, err error) error {
 	return errNoMap
 }
 
-// skipCause says why the kernel could not map the next bytes: fewer than a page queued,
-// segments that do not carry whole pages, or pages it does not map (compound or page
-// cache). rcv_mss is read again after 64 unmappable stretches, as the peer may change.
+// skipCause says why the kernel could not map the next bytes: segments that do not carry
+// whole pages (the bytes at their ends, whatever is queued), fewer than a page queued, or
+// pages it does not map (compound or page cache). rcv_mss is read again after 64
+// unmappable stretches, as the peer may change.
 func (f *filler) skipCause(fd, inq int) copyCause {
-	if inq < pageSize {
-		return causeTail
-	}
 	if f.sys.rcvMSS != nil && (f.mss == 0 || f.skips >= 64) {
 		if mss, err := f.sys.rcvMSS(fd); err == nil {
 			f.mss, f.skips = mss, 0
 		}
 	}
 	f.skips++
-	if f.mss != 0 && f.mss%pageSize != 0 {
+	switch {
+	case f.mss != 0 && f.mss%pageSize != 0:
 		return causeSegment
+	case inq < pageSize:
+		return causeTail
 	}
 	return causePageKind
 }

@@ -107,7 +107,9 @@ func pages(n int) int { return (n + pageSize - 1) &^ (pageSize - 1) }
 // the end of the ring, so with sizes that vary, a RingSize several times the largest n
 // keeps most views in place (Stats.ViewBytes against AssembledBytes shows the split).
 // Either way the slice is read-only and valid only until the next read-side call on the
-// conn (Read, Next, WriteTo, Close): after that its memory is reused or unmapped.
+// conn (Read, Next, WriteTo, Close, File, or SyscallConn's Read), and only while the Conn
+// is reachable (keep a reference to it while the view is used: a Conn that is collected
+// is closed): after that its memory is reused or unmapped.
 // Writing into a slice that points into the mapping is a fatal fault of the process
 // (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it first if
 // it must be modified, or set Options.CopyViews while looking for such a bug.
@@ -246,7 +248,9 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		ch := c.pick(callWriteTo, writeToBatch)
-		if !ch.mapping {
+		if !ch.mapping && c.f.end.qerr == nil {
+			// (A reset the mapping path took from the socket while bytes were still
+			// queued must come after them: splice would end the stream cleanly.)
 			if n, ok, err := c.splice(w); ok {
 				return total + n, err
 			}
@@ -299,28 +303,42 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 	if c.tc == nil || !zerocopyRecv {
 		return 0, false, nil
 	}
-	var n int64
-	var err error
+	var move func() (int64, error)
 	switch d := w.(type) {
 	case *os.File:
-		n, err = d.ReadFrom(c.tc)
+		move = func() (int64, error) { return d.ReadFrom(c.tc) }
 	case *net.TCPConn:
-		n, err = d.ReadFrom(c.tc)
+		move = func() (int64, error) { return d.ReadFrom(c.tc) }
 	case *net.UnixConn:
-		n, err = c.tc.WriteTo(d)
+		move = func() (int64, error) { return c.tc.WriteTo(d) }
 	case *Conn:
 		if d.tc == nil {
 			return 0, false, nil
 		}
-		n, err = d.tc.ReadFrom(c.tc)
+		move = func() (int64, error) { return d.tc.ReadFrom(c.tc) }
 	default:
 		return 0, false, nil
 	}
+	// The socket is the splice's from here: no mark left by a Next, no mapped page.
+	c.f.release()
+	c.plainLowat()
+	n, err := move()
 	c.st.spliced.Add(uint64(n))
 	if err == nil {
 		c.f.end.eof = true
 	}
 	return n, true, err
+}
+
+// plainLowat puts SO_RCVLOWAT back to 1 (a Next may have raised it) before the socket is
+// read other than by a fill: splice, SyscallConn's Read.
+func (c *Conn) plainLowat() {
+	if c.f.lowat == 0 || c.f.lowat == 1 || c.tc == nil {
+		return
+	}
+	if rc, err := c.tc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { c.f.setLowat(int(fd), 1) })
+	}
 }
 
 // writeAll writes p to w, turning a short write without error into io.ErrShortWrite.

@@ -398,3 +398,106 @@ func (s scribbler) Write(p []byte) (int, error) {
 	clear(p)
 	return n, err
 }
+
+// TestNextWaitsForTheRest: a Next whose first fill maps part of the view and finds the
+// queue empty waits for the rest with SO_RCVLOWAT at what is missing, and is woken when
+// the peer sends it (and nothing more).
+func TestNextWaitsForTheRest(t *testing.T) {
+	requireSupported(t)
+	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
+	if err := writeStream(sc, 0, int64(2*pageSize), true); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, sc)
+	sent := make(chan error, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		sent <- writeStream(sc, int64(2*pageSize), int64(6*pageSize), true) // then the peer waits
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	v, err := c.Next(8 * pageSize)
+	if err != nil {
+		t.Fatalf("Next with every byte of the view sent: %v; stats %+v", err, c.Stats())
+	}
+	if off := checkPattern(0, v); off >= 0 || len(v) != 8*pageSize {
+		t.Fatalf("Next returned %d bytes, off the pattern at %d", len(v), off)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.ViewBytes == 0 {
+		t.Fatalf("the view was not mapped: %+v", st)
+	}
+}
+
+// TestWriteToSpliceAfterNext: a Next leaves SO_RCVLOWAT at its count; a WriteTo that then
+// splices forwards a small message the peer sends, without waiting for that count.
+func TestWriteToSpliceAfterNext(t *testing.T) {
+	c, sc := pairWith(t, Options{Mode: ModeCopy}, false)
+	if err := writeStream(sc, 0, 64<<10, false); err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.Next(64 << 10)
+	if err != nil || checkPattern(0, v) >= 0 {
+		t.Fatalf("Next: %d bytes, %v", len(v), err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	done := make(chan error, 1)
+	go func() { _, err := c.WriteTo(pw); pw.Close(); done <- err }()
+	time.Sleep(100 * time.Millisecond) // WriteTo waits in the poller for the socket
+	if err := writeStream(sc, 64<<10, 1000, false); err != nil {
+		t.Fatal(err)
+	}
+	pr.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 1000)
+	if _, err := io.ReadFull(pr, b); err != nil {
+		t.Fatalf("WriteTo did not pass on the 1000 bytes the peer sent: %v", err)
+	}
+	if off := checkPattern(64<<10, b); off >= 0 {
+		t.Fatalf("byte %d off the pattern", off)
+	}
+	sc.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.SplicedBytes != 1000 {
+		t.Fatalf("WriteTo spliced %d bytes, want 1000: %+v", st.SplicedBytes, st)
+	}
+}
+
+// TestWriteToKeepsQueuedReset: a reset that a mapping call took while bytes were still
+// queued is reported by a WriteTo after those bytes, also when WriteTo would splice.
+func TestWriteToKeepsQueuedReset(t *testing.T) {
+	requireSupported(t)
+	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
+	if err := writeStream(sc, 0, int64(4*pageSize+100), true); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, sc)
+	sc.SetLinger(0)
+	sc.Close() // a reset behind the queued bytes
+	time.Sleep(50 * time.Millisecond)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	v, err := c.Next(pageSize)
+	if err != nil || checkPattern(0, v) >= 0 {
+		t.Fatalf("Next: %d bytes, %v", len(v), err)
+	}
+	if c.f.end.qerr == nil {
+		t.Skip("the mapping call did not take the reset with bytes queued this time")
+	}
+	c.pol = copyPolicy{} // the copy path, as ModeAuto's may be: WriteTo would splice
+	f, err := os.Create(filepath.Join(t.TempDir(), "rest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := c.WriteTo(f)
+	checkReset(t, err)
+	if n != int64(3*pageSize+100) {
+		t.Fatalf("WriteTo wrote %d bytes before the reset, want %d", n, 3*pageSize+100)
+	}
+}

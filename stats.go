@@ -29,9 +29,12 @@ type Stats struct {
 	//   - CopiedPolicy: the mode chose to copy (ModeCopy, or ModeAuto found copying cheaper);
 	//   - CopiedDisabled: mapping was not available (unsupported host, a failed mapping
 	//     call, a process-wide budget reached; FallbackReason says which);
-	//   - CopiedTail: less than a page was queued, or an unaligned head or tail around pages;
-	//   - CopiedSegment: segments do not carry a page of payload (TCP_INFO's rcv_mss is not
-	//     the page size): set PageAlignedMSS on the listener, or use NIC header split;
+	//   - CopiedSegment: segments do not carry whole pages of payload (TCP_INFO's rcv_mss
+	//     is not a multiple of the page size): the partial pages at their ends, or all of
+	//     them when a segment is under a page. Set PageAlignedMSS on the listener (or the
+	//     dialer), or use NIC header split;
+	//   - CopiedTail: with page-sized segments, less than a page was queued (small
+	//     messages, the end of a burst);
 	//   - CopiedPageKind: page-sized segments the kernel still would not map, because the
 	//     sender's pages are compound or page cache (on loopback, a sender without
 	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
