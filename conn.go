@@ -48,6 +48,7 @@ type Conn struct {
 	f         filler
 	pol       policy
 	fullRead  bool // the last recv straight into a small Read buffer filled it
+	readMap   int  // what the next mapping fill of a Read may take beyond len(p)
 	copyViews bool // Options.CopyViews
 
 	stateMu sync.Mutex

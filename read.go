@@ -45,7 +45,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) readFill(p []byte) (int, error) {
 	ch := c.pick(callRead, len(p))
 	if ch.mapping {
-		res := c.f.fill(fillReq{mapping: true, want: pages(len(p)), lowat: 1, timed: ch.timed})
+		// Map what this Read takes, or more while Reads keep draining what was mapped
+		// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
+		// little and stops pins a little.
+		want := max(pages(len(p)), c.readMap)
+		waits := c.st.waits.Load()
+		res := c.f.fill(fillReq{mapping: true, want: want, lowat: 1, timed: ch.timed})
+		c.readMap = 0
+		if res.mapped && c.st.waits.Load() == waits {
+			c.readMap = min(2*want, maxReadMap)
+		}
 		if res.err != errNoMap {
 			if !ch.timed || res.n == 0 {
 				c.pol.observe(ch, res, 0)
@@ -73,6 +82,9 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	c.pol.observe(ch, res, 0)
 	return res.n, res.err
 }
+
+// maxReadMap is the most a Read's mapping fill takes while Reads drain the stream.
+const maxReadMap = 1 << 20
 
 // pick asks the policy for the path of a fill, and copies where mapping is off.
 func (c *Conn) pick(kind callKind, size int) choice {
