@@ -62,7 +62,7 @@ type filler struct {
 	noMap   bool // mapping is off for good (ModeCopy, unsupported, or a failure)
 	lowat   int  // the SO_RCVLOWAT in force (0 and 1 are the kernel default)
 	empties int  // mapping calls in a row that found nothing with bytes queued
-	small   bool // the last mapping fill took less than a page: try recv(2) first
+	small   bool // fills take less than a page (small requests): recv(2) first
 	mss     int  // TCP_INFO rcv_mss when last read; 0: not read yet
 	skips   int  // unmappable stretches since rcv_mss was read
 	// unmappable counts the mapping fills in a row that mapped nothing, up to
