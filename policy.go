@@ -79,6 +79,7 @@ const (
 	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
 	countBatch         = 8        // bulk fills a conn counts before adding them process-wide
 	windowSamples      = 128      // fills of a window whose cost is kept (the median of them)
+	probeMisses        = 4        // mapping fills that map nothing before a probe is lost
 	// mapMargin: a mapping window must cost less than this share of the copy window; the
 	// rest pays for what no clock of this thread sees (other CPUs' shootdown interrupts).
 	mapMargin = 0.8
@@ -100,9 +101,10 @@ var hostAuto struct {
 type autoPolicy struct {
 	maps   bool                   // the last probe found mapping cheaper: the conn maps
 	won    bool                   // the probe under way confirms a winning one
+	misses int                    // mapping fills of the probe that mapped none of a page or more
 	phase  uint8                  // probeNone, probeCopy or probeMap
 	fills  uint32                 // bulk fills: of a mapping conn since its last probe; else all
-	window int                    // bytes a window takes: windowBytes, or two ring sizes
+	window int                    // bytes a window takes: windowBytes, or a ring
 	ns     [windowSamples]float32 // the window's fills: ns per byte of each
 	k      int                    // fills in ns
 	n      int                    // bytes received in the window
@@ -163,7 +165,7 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 
 // start opens a probe with its copy window.
 func (a *autoPolicy) start() {
-	a.phase, a.k, a.n, a.mapped = probeCopy, 0, 0, 0
+	a.phase, a.k, a.n, a.mapped, a.misses = probeCopy, 0, 0, 0, 0
 	if a.maps {
 		a.fills = 0
 	}
@@ -183,7 +185,13 @@ func (a *autoPolicy) decide(mapNs float64) {
 		a.start()
 		return
 	}
-	a.maps, a.won = false, false
+	a.lose()
+}
+
+// lose ends a probe that mapping lost: the conn copies, and probes become twice as rare
+// in the process.
+func (a *autoPolicy) lose() {
+	a.phase, a.maps, a.won = probeNone, false, false
 	iv := interval()
 	hostAuto.interval.CompareAndSwap(hostAuto.interval.Load(), min(2*iv, exploreMaxInterval))
 }
@@ -195,6 +203,14 @@ func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
 	if ch.mapping != (a.phase == probeMap) {
 		a.phase = probeNone // mapping was refused: this window compares nothing
 		return
+	}
+	if ch.mapping && !res.mapped && res.n >= pageSize {
+		// A mapping fill that received a page or more and mapped none of it: once a
+		// few have, the stream does not map here; the probe ends, lost.
+		if a.misses++; a.misses >= probeMisses {
+			a.lose()
+			return
+		}
 	}
 	d := res.cpu + extra
 	if d <= 0 || float64(d) > maxSampleNs*float64(res.n) {

@@ -92,6 +92,13 @@ func (c *Conn) pick(kind callKind, size int) choice {
 	if c.f.noMap {
 		ch.mapping = false
 	}
+	if !ch.mapping && c.s.ring.reserved() && c.s.ring.buffered() == 0 {
+		// Back on the copy path (after a probe of the mapping path): a ring would
+		// only hold its consumed pages and arm the idle timer at every wait.
+		if err := c.s.ring.unmap(); err != nil {
+			c.f.disable("munmap: " + err.Error())
+		}
+	}
 	return ch
 }
 
