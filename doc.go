@@ -6,9 +6,12 @@
 // TCP_ZEROCOPY_RECEIVE) maps as many whole pages as it can into it, reporting how many
 // bytes must be read with recv(2) to get past a part it could not map. A [Conn] wraps that
 // in a net.Conn. Each Conn reserves its own range of address space (its ring) at the first
-// read that maps, so an idle conn costs no mapping; what cannot be mapped (unaligned
-// payload, tails under a page) is read with recv(2) into a pooled buffer, so the stream
-// comes out exact whatever the peer sends.
+// read that maps, and gives it back when a read has waited 100 ms with nothing mapped
+// pending, so an idle conn holds no mapping; consumed pages are released once per pass
+// over the ring, so that the TLB shootdowns that unmapping sends to the process's CPUs
+// are rare. What cannot be mapped (unaligned payload, tails under a page) is read with
+// recv(2) into the caller's buffer or a pooled one, so the stream comes out exact
+// whatever the peer sends. Process-wide [Limits] bound the rings and the mapped pages.
 //
 // # Drop-in use
 //
@@ -30,9 +33,10 @@
 //
 // # Modes
 //
-// [Options].Mode chooses how a conn receives. [ModeAuto], the default, measures what
-// mapping and copying cost on this host and this stream and takes the cheaper path,
-// trying the other now and then. [ModeZeroCopy] maps whatever the kernel can map.
+// [Options].Mode chooses how a conn receives. [ModeAuto], the default, copies as
+// net.TCPConn does, and now and then probes the mapping path on this host and this
+// stream: it maps only where mapping measured clearly cheaper, and probes ever more
+// rarely where it does not. [ModeZeroCopy] maps whatever the kernel can map.
 // [ModeCopy] never maps. Where the kernel cannot map at all ([Supported] returns an
 // error: not Linux, Linux before 4.18, a sandbox refusing the call) every conn copies,
 // like a net.TCPConn.
@@ -49,7 +53,8 @@
 // [Conn.Next](n) returns the next n bytes as a view, pointing into the mapped pages
 // where they lie contiguously there, else into a pooled buffer. The view belongs to the
 // conn: it is valid only until the next read-side call on that conn (Read, Next,
-// WriteTo, Close), after which its memory is reused or unmapped. Copy it to keep it.
+// WriteTo, Close, File, SyscallConn's Read), and only while the Conn is reachable,
+// after which its memory is reused or unmapped. Copy it to keep it.
 //
 // [Conn.WriteTo](w), which io.Copy(w, conn) calls, passes w slices of the mapping. As the
 // io.Writer contract says, w must not keep them once Write returns.

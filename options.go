@@ -44,9 +44,11 @@ type Options struct {
 	// Mode selects mapping, copying or measured choice (the default).
 	Mode Mode
 	// RingSize is the address space, in bytes, reserved per conn for mapped pages, rounded
-	// up to a multiple of the page size; 0 means DefaultRingSize. It bounds how much one
-	// mapping call takes and the largest Next. Only address space is reserved, and only at
-	// the first read that maps; pages are mapped while they hold unconsumed bytes.
+	// up to a multiple of the page size; 0 means DefaultRingSize. It bounds the largest
+	// Next and the mapped pages a conn holds: consumed pages stay mapped until the ring
+	// has been used up, then are released in one call (a larger ring, fewer TLB
+	// shootdowns; a smaller one, fewer pinned pages). Only address space is reserved, at
+	// the first read that maps, and given back after a long wait.
 	RingSize int
 	// PageAlignedMSS makes a listener advertise a maximum segment size of one page of
 	// payload (TCP_MAXSEG = page size + 12 bytes of timestamp option), so that each
