@@ -15,7 +15,7 @@ type Limits struct {
 	// MaxRings is how many conns may hold a ring at once. Each ring is one memory map
 	// of the process, and vm.max_map_count bounds them all: when the Go runtime cannot
 	// map memory it needs, the process dies, so rings must leave it room. The default is
-	// half the map slots free when the first conn is made.
+	// half the map slots free when the limits are first needed.
 	MaxRings int
 	// MaxRingBytes bounds the address space reserved by all rings (RLIMIT_AS bounds the
 	// process's). The default is a quarter of what RLIMIT_AS leaves free, or no bound
@@ -30,8 +30,10 @@ type Limits struct {
 	MaxPinnedBytes int64
 }
 
-// DefaultLimits returns the limits derived from this host and process (see Limits).
-func DefaultLimits() Limits { return hostLimits() }
+// DefaultLimits returns the limits derived from this host and process (see Limits). They
+// are derived once, when first needed: at the first mapping, or the first call of
+// DefaultLimits, CurrentLimits or SetLimits.
+func DefaultLimits() Limits { return defaultLimits() }
 
 // SetLimits sets the process-wide limits for conns that map; a zero field takes its
 // default. Conns already past a lowered limit keep what they hold and take no more.

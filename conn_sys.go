@@ -66,13 +66,13 @@ func (s *sysConn) Read(f func(fd uintptr) bool) error {
 	if err := c.lockEmpty("raw-read"); err != nil {
 		return err
 	}
-	defer c.unlockRead()
+	defer c.endRead()
 	return s.rc.Read(f)
 }
 
 // lockEmpty starts a call that reads the socket directly: it takes the read lock (and
 // keeps Close from releasing the read side meanwhile), and fails, unlocked, when the
-// conn is closed or holds received bytes. A nil error must be paired with unlockRead.
+// conn is closed or holds received bytes. A nil error must be paired with endRead.
 func (c *Conn) lockEmpty(op string) error {
 	if err := c.startRead(); err != nil {
 		if oe, ok := err.(*net.OpError); ok {
@@ -87,9 +87,6 @@ func (c *Conn) lockEmpty(op string) error {
 	c.plainLowat()
 	return nil
 }
-
-// unlockRead ends a call started by lockEmpty.
-func (c *Conn) unlockRead() { c.endRead() }
 
 // File returns a copy of the socket's file descriptor, as net.TCPConn.File; closing one
 // does not close the other. After waiting for any read-side call in progress, it fails
@@ -107,7 +104,7 @@ func (c *Conn) File() (*os.File, error) {
 	if err := c.lockEmpty("file"); err != nil {
 		return nil, err
 	}
-	defer c.unlockRead()
+	defer c.endRead()
 	return c.tc.File()
 }
 

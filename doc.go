@@ -82,9 +82,11 @@
 // tcp6, a negative or too large [Options].RingSize, [Conn.Next] with a negative count
 // ([ErrNegativeCount]) or one above the ring size ([ErrTooLarge]).
 //
-// A Conn does not expose its socket (it implements no syscall.Conn): code reading the
-// descriptor directly would skip bytes the conn holds. So io.Copy(tcpConn, conn) and
-// io.Copy(file, conn) go through WriteTo rather than splice(2), and stay exact.
+// [Conn.SyscallConn] gives socket options, but its RawConn is not net's (it has no PollFD)
+// and its Read refuses while the conn holds bytes: code reading the descriptor directly
+// would skip them. So io.Copy(tcpConn, conn) and io.Copy(file, conn) go through WriteTo,
+// which writes the bytes the conn holds and then, where the conn copies, splices the rest
+// as net.TCPConn does; both stay exact.
 //
 // # Stats
 //

@@ -31,6 +31,10 @@ type fillResult struct {
 	mapped bool          // they were mapped (else copied)
 	cpu    time.Duration // thread CPU time of the try that received them, when timed
 	err    error         // why nothing was received: the end of the stream, an error
+	waited bool          // the fill waited in the poller
+	// unmappable: the stream has mapped nothing for unmappableFills mapping fills in a
+	// row (this one included).
+	unmappable bool
 }
 
 // unmappableFills is the number of mapping fills in a row that map nothing after which
@@ -93,9 +97,7 @@ func (e *streamEnd) take() error {
 func (f *filler) disable(reason string) {
 	f.noMap = true
 	f.st.setReason(reason)
-	if r := f.s.ring; r.reserved() && r.buffered() == 0 {
-		r.unmap() // a failure here leaves address space reserved until Close
-	}
+	f.s.ring.unmapIfEmpty() // a failure here leaves address space reserved until Close
 }
 
 // fill receives at least one byte, or the end of the stream, as req says.
@@ -103,10 +105,21 @@ func (f *filler) fill(req fillReq) fillResult {
 	if !zerocopyRecv {
 		return f.fillConn(req)
 	}
+	if !req.mapping {
+		// On the copy path (after a probe of the mapping path) an empty ring would
+		// only hold consumed pages and arm the idle timer at every wait.
+		if err := f.s.ring.unmapIfEmpty(); err != nil {
+			f.disable("munmap: " + err.Error())
+		}
+	}
 	f.req, f.res = req, fillResult{}
 	err := f.rc.Read(f.tryFn)
-	if ierr := f.idle.wake(); ierr != nil {
-		f.disable("madvise: " + ierr.Error())
+	if err != nil {
+		// rc.Read gave up while the reader was parked: take the ring back. (A try that
+		// returned true woke at its start and did not park after.)
+		if ierr := f.idle.wake(); ierr != nil {
+			f.disable(ierr.Error())
+		}
 	}
 	res := f.res
 	f.req.dst, f.res = nil, fillResult{}
@@ -118,7 +131,8 @@ func (f *filler) fill(req fillReq) fillResult {
 		res.err = f.end.take()
 	}
 	if res.err == io.EOF {
-		f.atEOF()
+		// A conn kept open after its stream pins no socket memory.
+		f.release()
 	}
 	return res
 }
@@ -127,7 +141,7 @@ func (f *filler) fill(req fillReq) fillResult {
 // false to wait for the socket to become readable.
 func (f *filler) try(fd uintptr) bool {
 	if err := f.idle.wake(); err != nil {
-		f.disable("madvise: " + err.Error())
+		f.disable(err.Error())
 	}
 	f.setLowat(int(fd), max(f.req.lowat-f.res.n, 1))
 	if f.req.timed && f.res.n == 0 {
@@ -271,6 +285,7 @@ func (f *filler) tryMap(fd int) bool {
 			} else {
 				hint = max(hint, f.req.want)
 			}
+			f.res.unmappable = f.unmappable >= unmappableFills
 			space := f.s.buf.space(min(hint, copyBufSize))
 			ok := f.recv(fd, space[:min(len(space), hint)], f.skipCause(fd, int(zc.Inq)))
 			f.small = ok && f.res.n > 0 && f.res.n < pageSize && int(zc.Inq) < pageSize
@@ -393,6 +408,7 @@ func (f *filler) received(n int, mapped bool) {
 // (or the whole ring) if the wait turns out long.
 func (f *filler) wait() {
 	f.st.waits.Add(1)
+	f.res.waited = true
 	f.s.buf.idle()
 	if !f.noMap {
 		f.idle.park(f.s.ring)
@@ -434,12 +450,6 @@ func (f *filler) setLowat(fd int, n int) {
 	} else {
 		f.lowat = -1
 	}
-}
-
-// atEOF drops the ring's mapped pages once the stream has ended, so that a conn kept
-// open after its stream pins no socket memory.
-func (f *filler) atEOF() {
-	f.release()
 }
 
 // release drops the ring's consumed pages now (see ring.release).

@@ -6,15 +6,6 @@ import (
 	"time"
 )
 
-// callKind is the read-side call a fill serves.
-type callKind uint8
-
-const (
-	callRead    callKind = iota // Read: mapped bytes are copied once more, into p
-	callNext                    // Next: the caller gets a view
-	callWriteTo                 // WriteTo: the writer gets the mapped pages
-)
-
 // choice is a policy's answer for one fill.
 type choice struct {
 	mapping bool // map whole pages (else recv(2))
@@ -24,8 +15,9 @@ type choice struct {
 // policy chooses the path of each fill. One is made per conn from its Mode, and only
 // the read path's calls use it (under the read lock).
 type policy interface {
-	// pick chooses the path for a fill of a call of kind that wants size bytes.
-	pick(kind callKind, size int) choice
+	// pick chooses the path for a fill of a call that wants size bytes. (What the call
+	// does with mapped bytes, such as Read's copy out, is priced in observe.)
+	pick(size int) choice
 	// observe feeds back what a fill on the path of ch received, and extra, the CPU
 	// time the call then spent on the mapped bytes (Read's copy out), when timed.
 	observe(ch choice, res fillResult, extra time.Duration)
@@ -45,13 +37,13 @@ func newPolicy(mode Mode, ringSize int) policy {
 // copyPolicy never maps.
 type copyPolicy struct{}
 
-func (copyPolicy) pick(callKind, int) choice                 { return choice{} }
+func (copyPolicy) pick(int) choice                           { return choice{} }
 func (copyPolicy) observe(choice, fillResult, time.Duration) {}
 
 // zerocopyPolicy always maps.
 type zerocopyPolicy struct{}
 
-func (zerocopyPolicy) pick(callKind, int) choice                 { return choice{mapping: true} }
+func (zerocopyPolicy) pick(int) choice                           { return choice{mapping: true} }
 func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
 
 // The auto mode. Where mapping pays (bare metal, a NIC that splits headers) it saves a
@@ -79,7 +71,6 @@ const (
 	recheckEvery       = 1024     // bulk fills of a mapping conn between two probes
 	countBatch         = 8        // bulk fills a conn counts before adding them process-wide
 	windowSamples      = 128      // fills of a window whose cost is kept (the median of them)
-	probeMisses        = 4        // mapping fills that map nothing before a probe is lost
 	// mapMargin: a mapping window must cost less than this share of the copy window; the
 	// rest pays for what no clock of this thread sees (other CPUs' shootdown interrupts).
 	mapMargin = 0.8
@@ -101,7 +92,6 @@ var hostAuto struct {
 type autoPolicy struct {
 	maps   bool                   // the last probe found mapping cheaper: the conn maps
 	won    bool                   // the probe under way confirms a winning one
-	misses int                    // mapping fills of the probe that mapped none of a page or more
 	phase  uint8                  // probeNone, probeCopy or probeMap
 	fills  uint32                 // bulk fills: of a mapping conn since its last probe; else all
 	window int                    // bytes a window takes: windowBytes, or a ring
@@ -119,7 +109,7 @@ const (
 	probeMap
 )
 
-func (a *autoPolicy) pick(kind callKind, size int) choice {
+func (a *autoPolicy) pick(size int) choice {
 	if size < bulkFill {
 		a.phase = probeNone // a small fill breaks a window: start again later
 		return choice{}
@@ -165,7 +155,7 @@ func (a *autoPolicy) pick(kind callKind, size int) choice {
 
 // start opens a probe with its copy window.
 func (a *autoPolicy) start() {
-	a.phase, a.k, a.n, a.mapped, a.misses = probeCopy, 0, 0, 0, 0
+	a.phase, a.k, a.n, a.mapped = probeCopy, 0, 0, 0
 	if a.maps {
 		a.fills = 0
 	}
@@ -192,8 +182,7 @@ func (a *autoPolicy) decide(mapNs float64) {
 // in the process.
 func (a *autoPolicy) lose() {
 	a.phase, a.maps, a.won = probeNone, false, false
-	iv := interval()
-	hostAuto.interval.CompareAndSwap(hostAuto.interval.Load(), min(2*iv, exploreMaxInterval))
+	hostAuto.interval.Store(min(2*interval(), exploreMaxInterval))
 }
 
 func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
@@ -204,13 +193,9 @@ func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
 		a.phase = probeNone // mapping was refused: this window compares nothing
 		return
 	}
-	if ch.mapping && !res.mapped && res.n >= pageSize {
-		// A mapping fill that received a page or more and mapped none of it: once a
-		// few have, the stream does not map here; the probe ends, lost.
-		if a.misses++; a.misses >= probeMisses {
-			a.lose()
-			return
-		}
+	if ch.mapping && res.unmappable {
+		a.lose() // the stream does not map here: the probe ends, lost
+		return
 	}
 	d := res.cpu + extra
 	if d <= 0 || float64(d) > maxSampleNs*float64(res.n) {

@@ -23,13 +23,17 @@ func resetHostAuto(t *testing.T) {
 // each mapping fill as mapped (or not) and each copy fill as copied, and returns how
 // many fills took the mapping path.
 func runAuto(a *autoPolicy, fills, size int, mapsHere bool) int {
-	mapping := 0
+	mapping, streak := 0, 0 // streak: mapping fills in a row that mapped nothing, as the filler counts them
 	for range fills {
-		ch := a.pick(callRead, size)
+		ch := a.pick(size)
 		res := fillResult{n: size, cpu: time.Duration(size / 10)}
 		if ch.mapping {
 			mapping++
 			res.mapped = mapsHere
+			if streak = min(streak+1, unmappableFills); mapsHere {
+				streak = 0
+			}
+			res.unmappable = streak >= unmappableFills
 		}
 		a.observe(ch, res, 0)
 	}
@@ -111,7 +115,7 @@ func TestAutoDecides(t *testing.T) {
 			if got := interval(); got != want {
 				t.Fatalf("interval %d, want %d", got, want)
 			}
-			if tc.maps && !a.pick(callRead, 1<<20).mapping {
+			if tc.maps && !a.pick(1<<20).mapping {
 				t.Fatal("a conn that won its probe copies")
 			}
 		})

@@ -43,16 +43,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 // readFill receives more bytes for Read: straight into p (returning n > 0), or into the
 // stream (returning 0, nil).
 func (c *Conn) readFill(p []byte) (int, error) {
-	ch := c.pick(callRead, len(p))
+	ch := c.pick(len(p))
 	if ch.mapping {
 		// Map what this Read takes, or more while Reads keep draining what was mapped
 		// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
 		// little and stops pins a little.
 		want := max(pages(len(p)), c.readMap)
-		waits := c.st.waits.Load()
 		res := c.f.fill(fillReq{mapping: true, want: want, lowat: 1, timed: ch.timed})
 		c.readMap = 0
-		if res.mapped && c.st.waits.Load() == waits {
+		if res.mapped && !res.waited {
 			c.readMap = min(2*want, maxReadMap)
 		}
 		if res.err != errNoMap {
@@ -87,17 +86,10 @@ func (c *Conn) readFill(p []byte) (int, error) {
 const maxReadMap = 1 << 20
 
 // pick asks the policy for the path of a fill, and copies where mapping is off.
-func (c *Conn) pick(kind callKind, size int) choice {
-	ch := c.pol.pick(kind, size)
+func (c *Conn) pick(size int) choice {
+	ch := c.pol.pick(size)
 	if c.f.noMap {
 		ch.mapping = false
-	}
-	if !ch.mapping && c.s.ring.reserved() && c.s.ring.buffered() == 0 {
-		// Back on the copy path (after a probe of the mapping path): a ring would
-		// only hold its consumed pages and arm the idle timer at every wait.
-		if err := c.s.ring.unmap(); err != nil {
-			c.f.disable("munmap: " + err.Error())
-		}
 	}
 	return ch
 }
@@ -178,7 +170,7 @@ func (c *Conn) Next(n int) ([]byte, error) {
 // buffer holds exactly those n bytes and the ring bytes that follow them.
 func (c *Conn) nextFill(n int) (ready bool, err error) {
 	missing := n - c.s.buffered()
-	ch := c.pick(callNext, n)
+	ch := c.pick(n)
 	if ch.mapping {
 		inPlace := c.s.contiguous(n)
 		if !inPlace {
@@ -266,7 +258,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, c.opErr("read", err)
 		}
-		ch := c.pick(callWriteTo, writeToBatch)
+		ch := c.pick(writeToBatch)
 		if !ch.mapping && c.f.end.qerr == nil {
 			// (A reset the mapping path took from the socket while bytes were still
 			// queued must come after them: splice would end the stream cleanly.)

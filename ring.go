@@ -2,6 +2,7 @@ package zcnet
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -194,7 +195,7 @@ type idler struct {
 	state atomic.Int32
 	t     *time.Timer
 	r     *ring
-	err   error // a failed release, handed to the reader
+	err   error // a failed release or unmap, named by its call, handed to the reader
 }
 
 const (
@@ -245,12 +246,22 @@ func (d *idler) fire() {
 	if !d.state.CompareAndSwap(idleParked, idleActing) {
 		return
 	}
-	if r := d.r; r.head == r.tail {
-		d.err = r.unmap()
-	} else {
-		d.err = r.release()
+	if d.r.buffered() == 0 {
+		if err := d.r.unmap(); err != nil {
+			d.err = fmt.Errorf("munmap: %w", err)
+		}
+	} else if err := d.r.release(); err != nil {
+		d.err = fmt.Errorf("madvise: %w", err)
 	}
 	d.state.Store(idleDone)
+}
+
+// unmapIfEmpty unmaps the ring when it holds no pending byte.
+func (r *ring) unmapIfEmpty() error {
+	if r.reserved() && r.head == r.tail {
+		return r.unmap()
+	}
+	return nil
 }
 
 // unmapExcept unmaps the ring but for mem[lo:hi] (whole pages), which the caller has

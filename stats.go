@@ -19,8 +19,8 @@ type Stats struct {
 	Skips uint64
 	// Waits counts the times a read waited in the poller for data.
 	Waits uint64
-	// MapFills and CopyFills count the fills (one trip to the kernel for new bytes) that
-	// took the mapping path and the copy path; in ModeAuto their ratio shows the choice.
+	// MapFills counts the mapping calls that mapped pages, CopyFills the recv calls that
+	// received bytes; in ModeAuto their ratio shows the choice.
 	MapFills, CopyFills uint64
 	// ViewBytes were handed out by Next or WriteTo straight from mapped pages, with no copy
 	// in user space; AssembledBytes had to be gathered into a pooled buffer by Next.

@@ -32,6 +32,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
 // The stress tests: many conns at once, Close and deadlines racing the read path,
@@ -561,7 +563,7 @@ func TestScaleClientProcess(t *testing.T) {
 				err = c.CloseWrite()
 			}
 			if err == nil {
-				_, err = io.Copy(io.Discard, c) // until the server closes
+				err = zcsend.WaitClose(c, s.zerocopy) // until the server closes
 			}
 			if err != nil && failed.Add(1) <= 10 {
 				t.Errorf("send %d: %v", i, err)

@@ -79,11 +79,8 @@ func isEAGAIN(err error) bool { return err == unix.EAGAIN }
 func isEINTR(err error) bool  { return err == unix.EINTR }
 func isEIO(err error) bool    { return err == unix.EIO }
 
-// clockThread and clockProcess are the CPU-time clocks the auto mode prices fills with.
-const (
-	clockThread  = unix.CLOCK_THREAD_CPUTIME_ID
-	clockProcess = unix.CLOCK_PROCESS_CPUTIME_ID
-)
+// clockThread is the CPU-time clock the auto mode prices fills with.
+const clockThread = unix.CLOCK_THREAD_CPUTIME_ID
 
 // setMSS sets TCP_MAXSEG on a socket, so that a listener advertises it in its SYN-ACKs.
 func setMSS(fd uintptr, mss int) error {

@@ -39,10 +39,7 @@ func isEAGAIN(err error) bool { return false }
 func isEINTR(err error) bool  { return false }
 func isEIO(err error) bool    { return false }
 
-const (
-	clockThread  = 0
-	clockProcess = 1
-)
+const clockThread = 0
 
 // setMSS does nothing here: a page-sized MSS only serves the mapping path.
 func setMSS(fd uintptr, mss int) error { return nil }

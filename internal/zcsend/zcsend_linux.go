@@ -4,7 +4,9 @@ package zcsend
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"time"
@@ -75,6 +77,41 @@ func Send(c *net.TCPConn, total int64, o Options) error {
 			return nil // EOF or reset: the receiver is done either way
 		}
 	}
+}
+
+// WaitClose waits, after c's CloseWrite, until the peer closes c, reading and dropping
+// what it sends. With zerocopy it reaps MSG_ZEROCOPY completions meanwhile: completions
+// that arrive after the last send wake the poller with EPOLLERR alone, which Go reports
+// as a read error ("not pollable") until another event comes; it then reaps and reads
+// again. It returns nil at EOF or a reset, else the read error.
+func WaitClose(c *net.TCPConn, zerocopy bool) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for {
+		if zerocopy {
+			rc.Control(func(fd uintptr) { drainErrQueue(int(fd)) })
+		}
+		_, err := c.Read(buf)
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+			return nil
+		case zerocopy && notPollable(err):
+			time.Sleep(time.Millisecond)
+		default:
+			return err
+		}
+	}
+}
+
+// notPollable reports whether err is internal/poll.ErrNotPollable (not exported), which
+// net's conns return while the poller reports EPOLLERR alone.
+func notPollable(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Err != nil && oe.Err.Error() == "not pollable"
 }
 
 // Write writes all of p to c, with MSG_ZEROCOPY when zerocopy is set (c must then have

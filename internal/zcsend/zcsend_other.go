@@ -5,6 +5,7 @@ package zcsend
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 )
 
@@ -17,6 +18,13 @@ func Dial(ctx context.Context, addr string, o Options) (*net.TCPConn, error) {
 
 // Send fails: MSG_ZEROCOPY is Linux-only.
 func Send(c *net.TCPConn, total int64, o Options) error { return errNotLinux }
+
+// WaitClose waits, after c's CloseWrite, until the peer closes c, reading and dropping
+// what it sends; zerocopy has no effect here.
+func WaitClose(c *net.TCPConn, zerocopy bool) error {
+	_, err := io.Copy(io.Discard, c)
+	return err
+}
 
 // Write fails: MSG_ZEROCOPY is Linux-only.
 func Write(c *net.TCPConn, p []byte, zerocopy bool) error { return errNotLinux }
