@@ -188,7 +188,7 @@ func (c *Conn) free() {
 		// A Next view may still be read by a caller racing Close: swap the socket's
 		// pages under it for an empty anonymous mapping (the socket memory is freed
 		// now), unmap the rest, and unmap that when the Conn is collected.
-		hi = (hi + pageSize - 1) &^ (pageSize - 1)
+		hi = pages(hi)
 		view := r.mem[lo:hi]
 		if r.sys.mapAnon(unsafe.Pointer(&view[0]), uintptr(len(view))) == nil {
 			s := r.sys

@@ -354,14 +354,20 @@ func (f *filler) recv(fd int, p []byte, cause copyCause) bool {
 	if n <= 0 || err != nil {
 		return f.settle(n, err)
 	}
-	if f.req.dst == nil {
+	f.copiedIn(n, f.req.dst == nil, cause)
+	f.received(n, false)
+	return true
+}
+
+// copiedIn records n bytes received by copying, committing them to the buffer when
+// they went there.
+func (f *filler) copiedIn(n int, intoBuf bool, cause copyCause) {
+	if intoBuf {
 		f.s.buf.commit(n)
 	}
 	f.st.copied.Add(uint64(n))
 	f.st.copyCause[cause].Add(uint64(n))
 	f.st.copyFills.Add(1)
-	f.received(n, false)
-	return true
 }
 
 // peek is a one-byte MSG_PEEK recv(2): 1 when bytes are queued, 0 at the end.
@@ -470,12 +476,7 @@ func (f *filler) fillConn(req fillReq) fillResult {
 	n, err := f.conn.Read(p)
 	f.st.recvCalls.Add(1)
 	if n > 0 {
-		if req.dst == nil {
-			f.s.buf.commit(n)
-		}
-		f.st.copied.Add(uint64(n))
-		f.st.copyCause[req.cause].Add(uint64(n))
-		f.st.copyFills.Add(1)
+		f.copiedIn(n, req.dst == nil, req.cause)
 		err = nil
 	}
 	f.s.buf.idle()

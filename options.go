@@ -105,7 +105,7 @@ func (o *Options) validate() (int, error) {
 	case size == 0:
 		size = DefaultRingSize
 	}
-	size = (size + pageSize - 1) &^ (pageSize - 1)
+	size = pages(size)
 	switch {
 	case o.UserTimeout < 0:
 		return 0, fmt.Errorf("zcnet: negative UserTimeout %v", o.UserTimeout)
