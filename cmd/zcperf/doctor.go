@@ -1131,10 +1131,17 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 	default:
 		n, err = zcsend.DrainNext(zc, 512<<10, w)
 	}
-	s.cpu, s.wall = cpuTime()-cpu0, time.Since(t0)
+	s.wall = time.Since(t0)
+	var spinCPU1 float64
+	var spinIters1 uint64
 	if spin != nil {
-		spinCPU1, spinIters1 := spin.sample()
+		// Stop the spinner before reading the process's CPU: getrusage lags by up to a
+		// tick for a thread that is running, and a spinner always is.
+		spinCPU1, spinIters1 = spin.sample()
 		spin.stop()
+	}
+	s.cpu = cpuTime() - cpu0
+	if spin != nil {
 		spinCPU, useful := spinCPU1-spinCPU0, float64(spinIters1-spinIters0)/busyRate
 		useful = min(useful, spinCPU)
 		s.cpu -= useful
