@@ -20,8 +20,9 @@ import (
 // TestBadOptions proves that invalid Options (negative, huge or overflowing RingSize, an
 // unknown Mode) are refused by NewConn, ListenConfig.Listen, Dialer.DialContext and a
 // Listener's Accept with an error that names the field and the problem, and never
-// panic; that non-TCP networks and bad addresses are refused by Listen and Dial, the
-// network named in the error; and that a tiny RingSize is rounded up to a page and
+// panic; that non-TCP networks and bad addresses are refused by Listen and DialConn, the
+// network named in the error, while Dialer.DialContext passes non-TCP networks through to
+// net.Dialer; and that a tiny RingSize is rounded up to a page and
 // works.
 func TestBadOptions(t *testing.T) {
 	ctx := context.Background()
@@ -124,11 +125,20 @@ func TestBadOptions(t *testing.T) {
 		t.Error(`ListenConfig.Listen("") succeeded`)
 	}
 	var d Dialer
-	if c, err := d.DialContext(ctx, "udp", "127.0.0.1:9"); err == nil {
+	if c, err := d.DialConnContext(ctx, "udp", "127.0.0.1:9"); err == nil {
 		c.Close()
-		t.Error(`Dial("udp") succeeded`)
+		t.Error(`DialConn("udp") succeeded`)
 	} else if !strings.Contains(err.Error(), "udp") {
-		t.Errorf(`Dial("udp"): %v does not name the network`, err)
+		t.Errorf(`DialConn("udp"): %v does not name the network`, err)
+	}
+	// DialContext passes networks other than TCP through to net.Dialer.
+	if c, err := d.DialContext(ctx, "udp", "127.0.0.1:9"); err != nil {
+		t.Errorf(`DialContext("udp"): %v; net.Dialer dials it`, err)
+	} else {
+		if _, ok := c.(*net.UDPConn); !ok {
+			t.Errorf(`DialContext("udp") returned a %T, want net.Dialer's *net.UDPConn`, c)
+		}
+		c.Close()
 	}
 	for _, addr := range []string{"127.0.0.1:notaport", "no-such-host.invalid:x"} {
 		if l, err := Listen("tcp", addr); err == nil {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -21,9 +19,7 @@ type Listener struct {
 	opts  Options
 	err   error // invalid options: Accept fails with it
 
-	mu     sync.Mutex
-	live   map[*counters]runtime.Cleanup // counters of the conns not closed nor collected
-	closed Stats                         // sums of the conns closed or collected so far
+	sums connSums
 }
 
 // Listen announces on the local network address, as net.Listen, for the networks "tcp",
@@ -68,15 +64,22 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 // checkArgs rejects, for op ("listen" or "dial"), networks other than TCP ones and
 // invalid options.
 func checkArgs(op, network string, opts *Options) error {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
+	if !isTCP(network) {
 		return &net.OpError{Op: op, Net: network, Err: net.UnknownNetworkError(network)}
 	}
 	if _, err := opts.validate(); err != nil {
 		return &net.OpError{Op: op, Net: network, Err: err}
 	}
 	return nil
+}
+
+// isTCP reports whether network is one of net's TCP networks.
+func isTCP(network string) bool {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		return true
+	}
+	return false
 }
 
 // controlMSS sets the page-sized TCP_MAXSEG (page size + 12 bytes of timestamp option)
@@ -187,55 +190,13 @@ func (l *Listener) wrap(tc *net.TCPConn) (*Conn, error) {
 		tc.Close()
 		return nil, l.opErr("accept", err)
 	}
-	st := zc.st
-	l.mu.Lock()
-	if l.live == nil {
-		l.live = make(map[*counters]runtime.Cleanup)
-	}
-	// The cleanup holds l and the counters, never the conn: a conn dropped without Close
-	// stays collectable, and its counters move into the sums when it is collected.
-	l.live[st] = runtime.AddCleanup(zc, l.collected, st)
-	l.mu.Unlock()
-	zc.onClose = l.forget
+	l.sums.track(zc)
 	return zc, nil
-}
-
-// forget moves a closed conn's counters into the listener's sums.
-func (l *Listener) forget(c *Conn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if cl, ok := l.live[c.st]; ok {
-		cl.Stop()
-		delete(l.live, c.st)
-		l.closed.Add(c.st.snapshot())
-	}
-}
-
-// collected moves the counters of a conn collected without Close into the sums.
-func (l *Listener) collected(st *counters) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.live[st]; ok {
-		delete(l.live, st)
-		l.closed.Add(st.snapshot())
-	}
 }
 
 // Stats returns the sums of the counters of every conn this listener accepted, open or
 // closed. FallbackReason is one conn's reason, when any has one.
-func (l *Listener) Stats() Stats {
-	l.mu.Lock()
-	s := l.closed
-	sts := make([]*counters, 0, len(l.live))
-	for st := range l.live {
-		sts = append(sts, st)
-	}
-	l.mu.Unlock()
-	for _, st := range sts {
-		s.Add(st.snapshot())
-	}
-	return s
-}
+func (l *Listener) Stats() Stats { return l.sums.stats() }
 
 // Close stops listening; conns already accepted stay open.
 func (l *Listener) Close() error {
@@ -294,16 +255,29 @@ func (l *Listener) File() (*os.File, error) {
 }
 
 // Dialer is net.Dialer plus the Options of the conns it makes. Its DialContext has the
-// signature of net.Dialer.DialContext, so it fits http.Transport.DialContext and
-// grpc.WithContextDialer; DialConnContext returns the *Conn itself.
+// signature of net.Dialer.DialContext and can replace it wherever a dial function is
+// asked for (http.Transport.DialContext, grpc.WithContextDialer, a database driver's
+// dial hook): TCP connections become *Conn, and other networks ("unix", "unixpacket",
+// "udp", ...) pass through to net.Dialer unchanged. DialConnContext returns the *Conn
+// itself.
+//
+// A Dialer keeps the counters of the conns it made, for Stats, as a Listener does, and
+// so must not be copied after its first use. It is safe for concurrent use.
 type Dialer struct {
 	net.Dialer
 	Options Options
+
+	sums connSums
 }
 
-// DialContext connects to address on "tcp", "tcp4" or "tcp6", as net.Dialer.DialContext.
-// The conn is a *Conn; on error it is a nil interface.
+// DialContext connects to address, as net.Dialer.DialContext. On "tcp", "tcp4" and
+// "tcp6" the conn is a *Conn with the Dialer's Options; on any other network it is
+// net.Dialer's conn, unchanged, and the Options play no part. On error the conn is a nil
+// interface.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if !isTCP(network) {
+		return d.Dialer.DialContext(ctx, network, address)
+	}
 	c, err := d.DialConnContext(ctx, network, address)
 	if err != nil {
 		return nil, err
@@ -311,16 +285,22 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	return c, nil
 }
 
-// Dial connects to address, as net.Dialer.Dial. The conn is a *Conn; on error it is a
-// nil interface.
+// Dial connects to address, as net.Dialer.Dial, as DialContext does with a background
+// context.
 func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 	return d.DialContext(context.Background(), network, address)
 }
 
-// DialConn is Dial returning the *Conn.
+// DialConn is Dial returning the *Conn; it refuses networks other than "tcp", "tcp4" and
+// "tcp6".
 func (d *Dialer) DialConn(network, address string) (*Conn, error) {
 	return d.DialConnContext(context.Background(), network, address)
 }
+
+// Stats returns the sums of the counters of every conn this Dialer made, open or closed,
+// as Listener.Stats does; conns of other networks than TCP, passed through, are not
+// counted. FallbackReason is one conn's reason, when any has one.
+func (d *Dialer) Stats() Stats { return d.sums.stats() }
 
 // DialConnContext is DialContext returning the *Conn. With Options.PageAlignedMSS and
 // Options.UserTimeout the socket gets TCP_MAXSEG and TCP_USER_TIMEOUT before it
@@ -365,17 +345,19 @@ func (d *Dialer) DialConnContext(ctx context.Context, network, address string) (
 		tc.Close()
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: tc.RemoteAddr(), Err: err}
 	}
+	d.sums.track(zc)
 	return zc, nil
 }
 
-// Dial connects to address on "tcp", "tcp4" or "tcp6" with the zero Options, as
-// net.Dial. The conn is a *Conn; on error it is a nil interface.
+// Dial connects to address with the zero Options, as net.Dial: on "tcp", "tcp4" and
+// "tcp6" the conn is a *Conn, on other networks net.Dial's conn unchanged; on error it is
+// a nil interface.
 func Dial(network, address string) (net.Conn, error) {
 	var d Dialer
 	return d.DialContext(context.Background(), network, address)
 }
 
-// DialConn is Dial returning the *Conn.
+// DialConn is Dial returning the *Conn; it refuses networks other than TCP ones.
 func DialConn(network, address string) (*Conn, error) {
 	var d Dialer
 	return d.DialConnContext(context.Background(), network, address)

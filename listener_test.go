@@ -306,11 +306,7 @@ func TestListenerDropsConns(t *testing.T) {
 	if s := ln.Stats(); s.MappedBytes+s.CopiedBytes != conns*each {
 		t.Fatalf("Stats with the conns live count %d bytes, want %d", s.MappedBytes+s.CopiedBytes, conns*each)
 	}
-	live := func() int {
-		ln.mu.Lock()
-		defer ln.mu.Unlock()
-		return len(ln.live)
-	}
+	live := ln.sums.liveCount
 	for i := 0; i < 100 && (collected.Load() < conns || live() > 0); i++ {
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
@@ -324,6 +320,13 @@ func TestListenerDropsConns(t *testing.T) {
 	if s := ln.Stats(); s.MappedBytes+s.CopiedBytes != conns*each {
 		t.Errorf("Stats after collection count %d bytes, want %d", s.MappedBytes+s.CopiedBytes, conns*each)
 	}
+}
+
+// liveCount returns how many conns s tracks that are neither closed nor collected.
+func (s *connSums) liveCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
 }
 
 // TestListenerForgetsClosedConns checks that Close moves a conn's counters into the
@@ -348,10 +351,7 @@ func TestListenerForgetsClosedConns(t *testing.T) {
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
 	}
-	ln.mu.Lock()
-	n := len(ln.live)
-	ln.mu.Unlock()
-	if n != 0 {
+	if n := ln.sums.liveCount(); n != 0 {
 		t.Errorf("%d counters live after Close", n)
 	}
 	if s := ln.Stats(); s.MappedBytes+s.CopiedBytes != 4096 {

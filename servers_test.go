@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
@@ -154,7 +157,7 @@ func TestProxyCopy(t *testing.T) {
 
 // TestDialerHTTPTransport uses Dialer.DialContext as http.Transport.DialContext: a GET
 // of a 32 MiB body from a net/http server arrives intact (SHA-256) through a *Conn, whose
-// Stats count the body.
+// Stats, and the Dialer's, count the body; the Dialer's still do after the conn is closed.
 func TestDialerHTTPTransport(t *testing.T) {
 	const total = 32 << 20
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -195,7 +198,78 @@ func TestDialerHTTPTransport(t *testing.T) {
 	if !ok {
 		t.Fatalf("the transport used a %T, want *Conn", conn)
 	}
-	if s := zc.Stats(); s.MappedBytes+s.CopiedBytes < total {
-		t.Errorf("conn Stats count %d bytes, want at least %d", s.MappedBytes+s.CopiedBytes, total)
+	cs := zc.Stats()
+	if cs.MappedBytes+cs.CopiedBytes < total {
+		t.Errorf("conn Stats count %d bytes, want at least %d", cs.MappedBytes+cs.CopiedBytes, total)
+	}
+	if ds := d.Stats(); ds != cs {
+		t.Errorf("Dialer Stats %+v, want the conn's %+v", ds, cs)
+	}
+	tr.CloseIdleConnections()
+	zc.Close() // the transport may not have taken it back as idle yet
+	if ds := d.Stats(); ds != cs {
+		t.Errorf("Dialer Stats after Close %+v, want the conn's %+v", ds, cs)
+	}
+	if n := d.sums.liveCount(); n != 0 {
+		t.Errorf("the Dialer tracks %d live conns after Close, want 0", n)
+	}
+}
+
+// TestDialerUnix dials "unix" and "unixpacket" through Dialer.DialContext, as a database
+// driver configured with a socket path does: the conn is net.Dialer's *net.UnixConn,
+// whatever the Options, a 4 MiB stream read from it arrives intact (SHA-256), and the
+// Dialer's Stats do not count it. DialConn refuses the networks, naming them.
+func TestDialerUnix(t *testing.T) {
+	const total = 4 << 20
+	for _, network := range []string{"unix", "unixpacket"} {
+		t.Run(network, func(t *testing.T) {
+			if runtime.GOOS != "linux" && network == "unixpacket" {
+				t.Skip("unixpacket is a Linux socket type here")
+			}
+			path := filepath.Join(t.TempDir(), "s")
+			ln, err := net.Listen(network, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			sent := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					sent <- err
+					return
+				}
+				defer c.Close()
+				// 16 KiB writes: each is one message on unixpacket, under io.Copy's buffer.
+				_, err = io.CopyBuffer(struct{ io.Writer }{c}, io.LimitReader(&patternReader{}, total), make([]byte, 16<<10))
+				sent <- err
+			}()
+			d := &Dialer{Options: Options{Mode: ModeZeroCopy, PageAlignedMSS: true, UserTimeout: time.Second}}
+			c, err := d.DialContext(context.Background(), network, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, ok := c.(*net.UnixConn); !ok {
+				t.Errorf("DialContext(%q) returned a %T, want net.Dialer's *net.UnixConn", network, c)
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			if want := patternSum(total); n != total || [32]byte(h.Sum(nil)) != want {
+				t.Fatalf("received %d bytes, want %d; sha256 match: %v", n, int64(total), [32]byte(h.Sum(nil)) == want)
+			}
+			if s := d.Stats(); s != (Stats{}) {
+				t.Errorf("Dialer Stats count a %s conn: %+v", network, s)
+			}
+			if zc, err := d.DialConn(network, path); err == nil || zc != nil || !strings.Contains(err.Error(), network) {
+				t.Errorf("DialConn(%q): %v, %v; want nil and an error naming the network", network, zc, err)
+			}
+		})
 	}
 }

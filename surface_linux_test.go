@@ -286,6 +286,8 @@ func TestDialerControl(t *testing.T) {
 // TestDialerDownloadMaps downloads 64 MiB from a server that sends with MSG_ZEROCOPY over
 // a conn a Dialer made with PageAlignedMSS in ModeZeroCopy: the client's SYN advertises
 // the page-sized MSS, so at least 99% of the stream is mapped; SHA-256 of the stream.
+// The Dialer's Stats count the conn's bytes and mapped pages while it is open, and the
+// same after Close, with no live entry left.
 func TestDialerDownloadMaps(t *testing.T) {
 	requireSupported(t)
 	const total = 64 << 20
@@ -343,6 +345,18 @@ func TestDialerDownloadMaps(t *testing.T) {
 		t.Errorf("mapped share %.4f < 0.99: %+v", st.MappedShare(), st)
 	}
 	t.Logf("mapped share %.4f", st.MappedShare())
+	if ds := d.Stats(); ds != st {
+		t.Errorf("Dialer Stats with the conn open %+v, want the conn's %+v", ds, st)
+	}
+	c.Close()
+	ds := d.Stats()
+	if ds.MappedBytes+ds.CopiedBytes != total || ds.MappedBytes != st.MappedBytes || ds.MappedShare() < 0.99 {
+		t.Errorf("Dialer Stats after Close count %d bytes, %d mapped; want %d, %d (the conn's)",
+			ds.MappedBytes+ds.CopiedBytes, ds.MappedBytes, int64(total), st.MappedBytes)
+	}
+	if n := d.sums.liveCount(); n != 0 {
+		t.Errorf("the Dialer tracks %d live conns after Close, want 0", n)
+	}
 }
 
 // TestRawReadRacingClose races RawConn.Read and File against Close on conns that hold
