@@ -1,6 +1,6 @@
 //go:build linux
 
-package zcnet
+package thirdparty
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 
+	"github.com/zcnet/zcnet"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -74,8 +76,8 @@ var uploadService = grpc.ServiceDesc{
 
 // connListener passes on the *Conn of every accept, to look at the server's sockets.
 type connListener struct {
-	*Listener
-	conns chan *Conn
+	*zcnet.Listener
+	conns chan *zcnet.Conn
 }
 
 func (l connListener) Accept() (net.Conn, error) {
@@ -103,12 +105,12 @@ func TestServerGRPCUpload(t *testing.T) {
 		total = 64 << 20 // the race detector slows gRPC's framing ~4x
 	}
 	const userTimeout = 7 * time.Second
-	lc := ListenConfig{Options: Options{UserTimeout: userTimeout}}
+	lc := zcnet.ListenConfig{Options: zcnet.Options{UserTimeout: userTimeout}}
 	zl, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := connListener{zl, make(chan *Conn, 1)}
+	ln := connListener{zl, make(chan *zcnet.Conn, 1)}
 	srv := grpc.NewServer()
 	srv.RegisterService(&uploadService, struct{}{})
 	served := make(chan error, 1)
@@ -120,7 +122,7 @@ func TestServerGRPCUpload(t *testing.T) {
 		}
 	}()
 
-	d := &Dialer{}
+	d := &zcnet.Dialer{}
 	cc, err := grpc.NewClient("passthrough:///"+zl.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
@@ -160,4 +162,22 @@ func TestServerGRPCUpload(t *testing.T) {
 	if s := zl.Stats(); s.MappedBytes+s.CopiedBytes < uint64(total) {
 		t.Errorf("listener Stats count %d bytes, want at least %d", s.MappedBytes+s.CopiedBytes, total)
 	}
+}
+
+// sockoptInt reads an integer socket option through c's SyscallConn.
+func sockoptInt(t testing.TB, c syscall.Conn, level, opt int) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { v, serr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return v
 }
