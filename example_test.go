@@ -1,6 +1,8 @@
 package zcnet_test
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -9,6 +11,9 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/zcnet/zcnet"
@@ -183,4 +188,104 @@ func ExampleListener_Stats() {
 	// Output:
 	// received: 12345
 	// published: 12345
+}
+
+// A client: Dialer.DialContext in place of net.Dialer's in an http.Transport. The
+// transport's conns are *zcnet.Conn, and the Dialer's Stats sum what they received.
+func ExampleDialer() {
+	// Any HTTP server: here one on net.Listen that sends 1 MiB.
+	body := strings.Repeat("zcnet ", 1<<20/6)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+
+	d := &zcnet.Dialer{}
+	tr := &http.Transport{DialContext: d.DialContext} // was: (&net.Dialer{}).DialContext
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s, %d bytes, sha256 %x\n", resp.Status, n, h.Sum(nil))
+
+	// The body and the response's header, as the conn received them.
+	st := d.Stats()
+	fmt.Println("the dialer's conns received the body:", st.MappedBytes+st.CopiedBytes > uint64(n))
+	// Output:
+	// 200 OK, 1048572 bytes, sha256 dc2cf8191ced58bd4db908a44916772cac845a5b28668a8589515f4ec2af0cf0
+	// the dialer's conns received the body: true
+}
+
+// A database driver's dial hook has the shape of net.Dialer.DialContext (pgx's
+// Config.DialFunc, go-redis's Options.Dialer, ...): Dialer.DialContext fits as it is.
+// TCP conns are *zcnet.Conn; a configuration that names a unix socket gets net.Dialer's
+// conn, unchanged.
+func ExampleDialer_DialContext() {
+	// A stand-in for a database server, answering "PONG" to "PING", on TCP and on a
+	// unix socket.
+	serve := func(ln net.Listener) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err == nil && line == "PING\n" {
+					io.WriteString(c, "PONG\n")
+				}
+			}()
+		}
+	}
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tcpLn.Close()
+	go serve(tcpLn)
+	dir, err := os.MkdirTemp("", "zcnet-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "db.sock")
+	unixLn, err := net.Listen("unix", sock)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer unixLn.Close()
+	go serve(unixLn)
+
+	// What a driver is given and calls for each new conn of its pool.
+	d := &zcnet.Dialer{}
+	var dialFunc func(ctx context.Context, network, addr string) (net.Conn, error) = d.DialContext
+
+	for _, target := range [][2]string{{"tcp", tcpLn.Addr().String()}, {"unix", sock}} {
+		c, err := dialFunc(context.Background(), target[0], target[1])
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "PING\n"); err != nil {
+			log.Fatal(err)
+		}
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s: %T, %q\n", target[0], c, reply)
+	}
+	// Output:
+	// tcp: *zcnet.Conn, "PONG\n"
+	// unix: *net.UnixConn, "PONG\n"
 }
