@@ -79,7 +79,8 @@
 // and [Stats].FallbackReason names the failure. After the peer closes, reads return
 // io.EOF as net.TCPConn's do; a reset is returned as ECONNRESET after the bytes that
 // preceded it. Bad arguments get errors, never panics: a network other than tcp, tcp4 or
-// tcp6, a negative or too large [Options].RingSize, [Conn.Next] with a negative count
+// tcp6 given to Listen or DialConn ([Dial] and [Dialer.DialContext] pass other networks,
+// such as unix, through to net.Dialer unchanged), a negative or too large [Options].RingSize, [Conn.Next] with a negative count
 // ([ErrNegativeCount]) or one above the ring size ([ErrTooLarge]).
 //
 // [Conn.SyscallConn] gives socket options, but its RawConn is not net's (it has no PollFD)

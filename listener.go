@@ -302,9 +302,11 @@ func (d *Dialer) DialConn(network, address string) (*Conn, error) {
 // counted. FallbackReason is one conn's reason, when any has one.
 func (d *Dialer) Stats() Stats { return d.sums.stats() }
 
-// DialConnContext is DialContext returning the *Conn. With Options.PageAlignedMSS and
-// Options.UserTimeout the socket gets TCP_MAXSEG and TCP_USER_TIMEOUT before it
-// connects, after the net.Dialer's own ControlContext or Control has run.
+// DialConnContext is DialContext returning the *Conn, for "tcp", "tcp4" and "tcp6"
+// only: other networks get a *net.OpError wrapping net.UnknownNetworkError. With
+// Options.PageAlignedMSS and Options.UserTimeout the socket gets TCP_MAXSEG and
+// TCP_USER_TIMEOUT before it connects, after the net.Dialer's own ControlContext or
+// Control has run.
 func (d *Dialer) DialConnContext(ctx context.Context, network, address string) (*Conn, error) {
 	if err := checkArgs("dial", network, &d.Options); err != nil {
 		return nil, err
