@@ -20,11 +20,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -132,22 +132,17 @@ type docCostRow struct {
 	CPUPerMiB float64   `json:"cpu_us_per_mib"`
 	Samples   []float64 `json:"cpu_us_per_mib_samples"`
 	// Ratio is the median over rounds of CPUPerMiB over net_read's in the same round.
-	Ratio     float64 `json:"ratio_to_net"`
-	MappedPct float64 `json:"mapped_pct"`
-	// BusyCharged is the median of the part of CPUPerMiB that the busy goroutine lost
-	// (interrupts and cache misses on its CPU), in us/MiB.
-	BusyCharged float64      `json:"busy_charged_us_per_mib"`
-	Stats       *zcnet.Stats `json:"stats,omitempty"`
+	Ratio     float64      `json:"ratio_to_net"`
+	MappedPct float64      `json:"mapped_pct"`
+	Stats     *zcnet.Stats `json:"stats,omitempty"`
 }
 
 // docCost is the receiver CPU comparison.
 type docCost struct {
-	Rounds           int   `json:"rounds"`
-	BytesPerTransfer int64 `json:"bytes_per_transfer"`
-	BusyGoroutine    bool  `json:"busy_goroutine"`
-	// BusyRate is the busy goroutine's turns per CPU-second undisturbed.
-	BusyRate  float64      `json:"busy_rate"`
-	Receivers []docCostRow `json:"receivers"`
+	Rounds           int          `json:"rounds"`
+	BytesPerTransfer int64        `json:"bytes_per_transfer"`
+	BusyGoroutine    bool         `json:"busy_goroutine"`
+	Receivers        []docCostRow `json:"receivers"`
 	// MapCopyRead is the median over rounds of the CPU per MiB of zc_read over net_read
 	// (mapping and copying out, against copying, with the same wake-ups);
 	// MapCopyNext is that of zc_next over the cheaper of copy_next (the same Next calls,
@@ -972,14 +967,12 @@ var docCostReceivers = []struct{ key, name string }{
 // alternating them over rounds, from a MSG_ZEROCOPY sender to a PageAlignedMSS listener,
 // in about budget. With busy, a goroutine spins in this process during each transfer (a
 // server always has other threads running, and they receive the TLB-flush interrupts
-// that releasing mapped pages sends); its useful work is not the receiver's, what it
-// lost is (see docCostTransfer). With verify, every byte is checked (which costs CPU:
+// that releasing mapped pages sends); its thread's CPU is not the receiver's. With verify, every byte is checked (which costs CPU:
 // for tests).
 func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify bool, progress func(string)) *docCost {
 	c := &docCost{Rounds: rounds}
 	if busy && runtime.GOMAXPROCS(0) >= 2 {
-		c.BusyRate = docSpinRate()
-		c.BusyGoroutine = c.BusyRate > 0
+		c.BusyGoroutine = true
 	}
 	for _, r := range docCostReceivers {
 		c.Receivers = append(c.Receivers, docCostRow{Key: r.key, Receiver: r.name})
@@ -1006,7 +999,7 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 		for _, r := range docCostReceivers {
 			progress("warm-up " + r.name)
 			t0 := time.Now()
-			s, err := docCostTransfer(ln, r.key, warm, send, c.BusyRate, verify)
+			s, err := docCostTransfer(ln, r.key, warm, send, c.BusyGoroutine, verify)
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
@@ -1020,20 +1013,19 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 		rate := 0.7 * float64(n*warm) / max(drain.Seconds(), 1e-6)
 		size := int64(rate*perTransfer.Seconds()) &^ (1<<20 - 1)
 		c.BytesPerTransfer = min(max(size, 8<<20), 2<<30)
-		ratios, charged := make([][]float64, n), make([][]float64, n)
+		ratios := make([][]float64, n)
 		sums := make([]zcnet.Stats, n)
 		for round := range rounds {
 			for k := range n {
 				i := (k + round) % n
 				r := docCostReceivers[i]
 				progress(fmt.Sprintf("round %d/%d %s", round+1, rounds, r.name))
-				s, err := docCostTransfer(ln, r.key, c.BytesPerTransfer, send, c.BusyRate, verify)
+				s, err := docCostTransfer(ln, r.key, c.BytesPerTransfer, send, c.BusyGoroutine, verify)
 				if err != nil {
 					return fmt.Errorf("%s: %w", r.name, err)
 				}
 				mib := float64(c.BytesPerTransfer) / (1 << 20)
 				c.Receivers[i].Samples = append(c.Receivers[i].Samples, s.cpu*1e6/mib)
-				charged[i] = append(charged[i], s.busyCharged*1e6/mib)
 				if s.stats != nil {
 					sums[i].Add(*s.stats)
 				}
@@ -1045,13 +1037,12 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 			c.MapCopyNextSamples = append(c.MapCopyNextSamples, c.Receivers[2].Samples[round]/copyNext)
 		}
 		c.MapCopyReadSamples = ratios[1]
-		c.MapCopyRead = median(c.MapCopyReadSamples)
-		c.MapCopyNext = median(c.MapCopyNextSamples)
+		c.MapCopyRead = cpumeter.Median(c.MapCopyReadSamples)
+		c.MapCopyNext = cpumeter.Median(c.MapCopyNextSamples)
 		for i := range c.Receivers {
 			row := &c.Receivers[i]
-			row.CPUPerMiB = median(row.Samples)
-			row.BusyCharged = median(charged[i])
-			row.Ratio = median(ratios[i])
+			row.CPUPerMiB = cpumeter.Median(row.Samples)
+			row.Ratio = cpumeter.Median(ratios[i])
 			if row.Key != "net_read" {
 				st := sums[i]
 				row.Stats = &st
@@ -1068,24 +1059,16 @@ func docCostRun(budget time.Duration, rounds int, send docSender, busy, verify b
 
 // docCostSample is one transfer of the CPU comparison.
 type docCostSample struct {
-	wall time.Duration // from the accept to the end of the stream
-	cpu  float64       // the receiving process's CPU seconds, the spinner's useful work excluded
-	// busyCharged are the seconds of the spinner's CPU charged to the receiver (included
-	// in cpu).
-	busyCharged float64
-	stats       *zcnet.Stats
+	wall  time.Duration // from the accept to the end of the stream
+	cpu   float64       // the receiving process's CPU seconds, the spinner's excluded
+	stats *zcnet.Stats
 }
 
 // docCostTransfer receives one stream of size bytes from send on ln with the receiver
 // key and measures it.
 //
-// With busyRate > 0 a spinner runs in this process meanwhile. The receiver is charged
-// the process's CPU minus the spinner's useful work: its turns over busyRate, the turns
-// per CPU-second it makes undisturbed (docSpinRate). The spinner's CPU beyond that went
-// to interrupts on its CPU (the TLB-flush IPIs that releasing mapped pages sends, which
-// the kernel charges to whatever runs there) and to cache misses: costs the receiver
-// causes, so they are the receiver's.
-func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender, busyRate float64, verify bool) (docCostSample, error) {
+// With busy a spinner runs in this process meanwhile (cpumeter), its CPU not counted.
+func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender, busy bool, verify bool) (docCostSample, error) {
 	var s docCostSample
 	wait, err := send(ln.Addr().String(), size, zcsend.Options{ZeroCopy: true})
 	if err != nil {
@@ -1114,14 +1097,7 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 		v = new(zcsend.Verifier)
 		w = v
 	}
-	var spin *docSpinner
-	var spinCPU0 float64
-	var spinIters0 uint64
-	if busyRate > 0 {
-		spin = docStartSpinner()
-		spinCPU0, spinIters0 = spin.sample()
-	}
-	cpu0, t0 := cpuTime(), time.Now()
+	m := cpumeter.Start(busy)
 	var n int64
 	switch key {
 	case "net_read":
@@ -1131,22 +1107,8 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 	default:
 		n, err = zcsend.DrainNext(zc, 512<<10, w)
 	}
-	s.wall = time.Since(t0)
-	var spinCPU1 float64
-	var spinIters1 uint64
-	if spin != nil {
-		// Stop the spinner before reading the process's CPU: getrusage lags by up to a
-		// tick for a thread that is running, and a spinner always is.
-		spinCPU1, spinIters1 = spin.sample()
-		spin.stop()
-	}
-	s.cpu = cpuTime() - cpu0
-	if spin != nil {
-		spinCPU, useful := spinCPU1-spinCPU0, float64(spinIters1-spinIters0)/busyRate
-		useful = min(useful, spinCPU)
-		s.cpu -= useful
-		s.busyCharged = spinCPU - useful
-	}
+	r := m.Stop()
+	s.wall, s.cpu = r.Wall, r.CPU.Seconds()
 	if zc != nil {
 		st := zc.Stats()
 		s.stats = &st
@@ -1164,58 +1126,4 @@ func docCostTransfer(ln *net.TCPListener, key string, size int64, send docSender
 		err = v.Err()
 	}
 	return s, err
-}
-
-// docSpinner is a goroutine spinning on its own OS thread, counting its turns.
-type docSpinner struct {
-	done  atomic.Bool
-	iters atomic.Uint64
-	ended chan struct{}
-	clock func() float64 // the spinning thread's CPU seconds
-}
-
-// docStartSpinner starts a spinner and returns once it runs.
-func docStartSpinner() *docSpinner {
-	s := &docSpinner{ended: make(chan struct{})}
-	ready := make(chan func() float64)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer close(s.ended)
-		ready <- docThreadClock()
-		for !s.done.Load() {
-			s.iters.Add(1)
-		}
-	}()
-	s.clock = <-ready
-	return s
-}
-
-// cpu returns the spinning thread's CPU time in seconds (0 where it cannot be read).
-func (s *docSpinner) cpu() float64 { return s.clock() }
-
-// sample returns the spinning thread's CPU seconds and turns so far.
-func (s *docSpinner) sample() (float64, uint64) { return s.clock(), s.iters.Load() }
-
-// docSpinRate is the turns per CPU-second of a spinner in an otherwise idle process:
-// the best of three short samples, so the least disturbed.
-func docSpinRate() float64 {
-	best := 0.0
-	for range 3 {
-		s := docStartSpinner()
-		c0, i0 := s.sample()
-		time.Sleep(40 * time.Millisecond)
-		c1, i1 := s.sample()
-		s.stop()
-		if c1 > c0 {
-			best = max(best, float64(i1-i0)/(c1-c0))
-		}
-	}
-	return best
-}
-
-// stop ends the spinner and waits for its goroutine.
-func (s *docSpinner) stop() {
-	s.done.Store(true)
-	<-s.ended
 }

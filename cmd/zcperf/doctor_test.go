@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -69,7 +70,7 @@ func docTestCost(mapped float64, read, next []float64) *docCost {
 		c.Receivers = append(c.Receivers, row)
 	}
 	c.MapCopyReadSamples, c.MapCopyNextSamples = read, next
-	c.MapCopyRead, c.MapCopyNext = median(read), median(next)
+	c.MapCopyRead, c.MapCopyNext = cpumeter.Median(read), cpumeter.Median(next)
 	return c
 }
 
@@ -592,8 +593,8 @@ func TestDoctorHelpers(t *testing.T) {
 		xs   []float64
 		want float64
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := median(c.xs); got != c.want {
-			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
+		if got := cpumeter.Median(c.xs); got != c.want {
+			t.Errorf("cpumeter.Median(%v) = %v, want %v", c.xs, got, c.want)
 		}
 	}
 	for _, c := range []struct {
@@ -607,7 +608,7 @@ func TestDoctorHelpers(t *testing.T) {
 		{[]float64{0.95, 0.92, 0.91}, false},
 		{nil, false},
 	} {
-		if got := docPaysIn(median(c.samples), c.samples); got != c.want {
+		if got := docPaysIn(cpumeter.Median(c.samples), c.samples); got != c.want {
 			t.Errorf("docPaysIn(%v) = %v", c.samples, got)
 		}
 	}
