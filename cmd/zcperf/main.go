@@ -31,14 +31,18 @@
 // Run "zcperf -h" for the flags.
 package main
 
-import "os"
+import (
+	"os"
+
+	"github.com/zcnet/zcnet/cmd/zcperf/internal/doctor"
+)
 
 func main() {
 	if ran, code := runChild(); ran {
 		os.Exit(code)
 	}
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
-		os.Exit(doctorMain(os.Args[2:]))
+		os.Exit(doctor.Main(os.Args[2:]))
 	}
 	os.Exit(perfMain(os.Args[1:]))
 }
