@@ -104,7 +104,8 @@ func report(cfg *config, samples [][]sample) error {
 		fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, mapped, ratio)
 	}
 	fmt.Fprintln(cfg.out, "receiver CPU: getrusage user+sys of this process per MiB (per request for http), median over rounds.")
-	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, median; lower is better.")
+	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, the median of those per-round")
+	fmt.Fprintln(cfg.out, "        ratios (not the ratio of the two medians above, which a noisy round can move); lower is better.")
 	return nil
 }
 
