@@ -272,28 +272,10 @@ func costRun(budget time.Duration, rounds int, send sender, busy, verify bool, p
 		}
 		defer l.Close()
 		ln := l.(*net.TCPListener) // a "tcp" listener is one
-		// Warm up each receiver, and time the transfers to size the measured ones to the
-		// budget left: per transfer, the sender's start-up plus size at the drain rate.
-		start := time.Now()
-		const warm = 16 << 20
-		var drain, overhead time.Duration
-		for _, r := range costReceivers {
-			progress("warm-up " + r.name)
-			t0 := time.Now()
-			s, err := costTransfer(ln, r.key, warm, send, c.BusyGoroutine, verify)
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.name, err)
-			}
-			drain += s.wall
-			overhead += time.Since(t0) - s.wall
+		if err := c.warmUp(ln, budget, send, verify, progress); err != nil {
+			return err
 		}
 		n := len(costReceivers)
-		perTransfer := (budget-time.Since(start))/time.Duration(n*rounds) - overhead/time.Duration(n)
-		// Long transfers drain slower than the short warm-ups (the caches are cold, the
-		// host's other work gets its turn): plan on 70% of the warm-up rate.
-		rate := 0.7 * float64(n*warm) / max(drain.Seconds(), 1e-6)
-		size := int64(rate*perTransfer.Seconds()) &^ (1<<20 - 1)
-		c.BytesPerTransfer = min(max(size, 8<<20), 2<<30)
 		ratios := make([][]float64, n)
 		sums := make([]zcnet.Stats, n)
 		for round := range rounds {
@@ -317,25 +299,58 @@ func costRun(budget time.Duration, rounds int, send sender, busy, verify bool, p
 			copyNext := min(c.Receivers[3].Samples[round], c.Receivers[0].Samples[round])
 			c.MapCopyNextSamples = append(c.MapCopyNextSamples, c.Receivers[2].Samples[round]/copyNext)
 		}
-		c.MapCopyReadSamples = ratios[1]
-		c.MapCopyRead = cpumeter.Median(c.MapCopyReadSamples)
-		c.MapCopyNext = cpumeter.Median(c.MapCopyNextSamples)
-		for i := range c.Receivers {
-			row := &c.Receivers[i]
-			row.CPUPerMiB = cpumeter.Median(row.Samples)
-			row.Ratio = cpumeter.Median(ratios[i])
-			if row.Key != "net_read" {
-				st := sums[i]
-				row.Stats = &st
-				row.MappedPct = 100 * st.MappedShare()
-			}
-		}
+		c.summarize(ratios, sums)
 		return nil
 	}()
 	if err != nil {
 		c.Error = err.Error()
 	}
 	return c
+}
+
+// warmUp runs each receiver once on a short stream, and sizes the measured transfers
+// from their times to fit c.Rounds rounds in the budget: per transfer, the sender's
+// start-up plus the size at the drain rate.
+func (c *Cost) warmUp(ln *net.TCPListener, budget time.Duration, send sender, verify bool, progress func(string)) error {
+	start := time.Now()
+	const warm = 16 << 20
+	var drain, overhead time.Duration
+	for _, r := range costReceivers {
+		progress("warm-up " + r.name)
+		t0 := time.Now()
+		s, err := costTransfer(ln, r.key, warm, send, c.BusyGoroutine, verify)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		drain += s.wall
+		overhead += time.Since(t0) - s.wall
+	}
+	n := len(costReceivers)
+	perTransfer := (budget-time.Since(start))/time.Duration(n*c.Rounds) - overhead/time.Duration(n)
+	// Long transfers drain slower than the short warm-ups (the caches are cold, the
+	// host's other work gets its turn): plan on 70% of the warm-up rate.
+	rate := 0.7 * float64(n*warm) / max(drain.Seconds(), 1e-6)
+	size := int64(rate*perTransfer.Seconds()) &^ (1<<20 - 1)
+	c.BytesPerTransfer = min(max(size, 8<<20), 2<<30)
+	return nil
+}
+
+// summarize sets the medians from the samples, the per-round ratios to net_read and the
+// Stats summed over the rounds, one of each per receiver.
+func (c *Cost) summarize(ratios [][]float64, sums []zcnet.Stats) {
+	c.MapCopyReadSamples = ratios[1]
+	c.MapCopyRead = cpumeter.Median(c.MapCopyReadSamples)
+	c.MapCopyNext = cpumeter.Median(c.MapCopyNextSamples)
+	for i := range c.Receivers {
+		row := &c.Receivers[i]
+		row.CPUPerMiB = cpumeter.Median(row.Samples)
+		row.Ratio = cpumeter.Median(ratios[i])
+		if row.Key != "net_read" {
+			st := sums[i]
+			row.Stats = &st
+			row.MappedPct = 100 * st.MappedShare()
+		}
+	}
 }
 
 // costSample is one transfer of the CPU comparison.
