@@ -164,10 +164,13 @@ func checks(h Host) []Check {
 	if n < 1 {
 		st = statusFail
 	}
+	ringBytes := "no bound"
+	if h.Limits.MaxRingBytes < 1<<60 {
+		ringBytes = fmt.Sprintf("%s = %d rings of %s", formatBytes(h.Limits.MaxRingBytes), h.Limits.MaxRingBytes/zcnet.DefaultRingSize, formatBytes(zcnet.DefaultRingSize))
+	}
 	add("limits", st, fmt.Sprintf("%d conns map at once", n),
-		fmt.Sprintf("zcnet.DefaultLimits: MaxRings %d (from vm.max_map_count %s), MaxRingBytes %s = %d rings of %s (from RLIMIT_AS %s), MaxPinnedBytes %s; %s binds: conns past it copy (Stats.CopiedDisabled, FallbackReason names the limit), zcnet.SetLimits changes them",
-			h.Limits.MaxRings, intOr(h.MaxMapCount, "unknown"), formatBytes(h.Limits.MaxRingBytes), h.Limits.MaxRingBytes/zcnet.DefaultRingSize,
-			formatBytes(zcnet.DefaultRingSize), rlimitText(h.RlimitAS), formatBytes(h.Limits.MaxPinnedBytes), by))
+		fmt.Sprintf("zcnet.DefaultLimits: MaxRings %d (from vm.max_map_count %s), MaxRingBytes %s (from RLIMIT_AS %s), MaxPinnedBytes %s; %s binds: conns past it copy (Stats.CopiedDisabled, FallbackReason names the limit), zcnet.SetLimits changes them",
+			h.Limits.MaxRings, intOr(h.MaxMapCount, "unknown"), ringBytes, rlimitText(h.RlimitAS), formatBytes(h.Limits.MaxPinnedBytes), by))
 	if h.PageSize == 4096 {
 		add("page_size", statusOK, "4 KiB", "PageAlignedMSS advertises an MSS of 4108 (a page plus the timestamp option)")
 	} else {

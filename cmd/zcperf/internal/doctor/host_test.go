@@ -66,6 +66,29 @@ func TestChecks(t *testing.T) {
 	}
 }
 
+// The limits check reports the room zcnet.DefaultLimits leaves, and the limit that binds.
+func TestLimitsCheck(t *testing.T) {
+	limits := func(h Host) Check {
+		for _, c := range checks(h) {
+			if c.Name == "limits" {
+				return c
+			}
+		}
+		t.Fatal("no limits check")
+		return Check{}
+	}
+	h := testHost()
+	c := limits(h)
+	if c.Value != "32735 conns map at once" || !strings.Contains(c.Detail, "MaxRingBytes no bound") || !strings.Contains(c.Detail, "MaxRings binds") {
+		t.Errorf("%+v", c)
+	}
+	h.Limits.MaxRingBytes, h.RlimitAS = 64<<20, 1<<30
+	c = limits(h)
+	if c.Value != "8 conns map at once" || !strings.Contains(c.Detail, "64 MiB = 8 rings of 8 MiB (from RLIMIT_AS 1 GiB)") || !strings.Contains(c.Detail, "MaxRingBytes binds") {
+		t.Errorf("%+v", c)
+	}
+}
+
 func TestParseRelease(t *testing.T) {
 	for _, c := range []struct {
 		in           string
