@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -59,15 +60,6 @@ var benchRecvs = []struct {
 	{"auto", true, ModeAuto},
 	{"zerocopy", true, ModeZeroCopy},
 	{"copy", true, ModeCopy},
-}
-
-// benchCPU is the user plus system CPU time of this process so far.
-func benchCPU(b testing.TB) time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchAccept accepts the next conn of ln, as a zcnet Conn (default Options) when zc is
@@ -188,11 +180,11 @@ func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	drain := setup(r, c)
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
-	cpu0 := benchCPU(b)
+	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := drain()
 	b.StopTimer()
-	cpu := benchCPU(b) - cpu0
+	cpu := cpumeter.Process() - cpu0
 	if err != nil {
 		b.Fatal(err)
 	}

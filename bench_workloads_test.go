@@ -13,16 +13,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -41,15 +38,6 @@ import (
 //
 //	go test -run '^$' -bench 'ReadBusy|FileSink|Proxy|HTTPSmall' -count 5 | tee wl.txt
 //	benchstat -col /recv wl.txt
-
-// wlThreadCPU is the CPU time of the calling thread so far.
-func wlThreadCPU() (time.Duration, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
-		return 0, err
-	}
-	return time.Duration(ts.Nano()), nil
-}
 
 // wlShootdowns returns the TLB shootdown interrupts all CPUs have received so far (the
 // "TLB" line of /proc/interrupts), and false where the kernel does not count them. The
@@ -114,55 +102,13 @@ func (w *wlSpotWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// wlSpinner is another thread of the receiving process that keeps a CPU busy.
-type wlSpinner struct {
-	stop atomic.Bool
-	done chan wlSpun
-}
-
-// wlSpun is the CPU time a spinner's thread spent between its start and its stop.
-type wlSpun struct {
-	cpu time.Duration
-	err error
-}
-
-// wlSpin starts a goroutine locked to its own thread that spins until Stop, and returns
-// once it spins.
-func wlSpin() *wlSpinner {
-	s := &wlSpinner{done: make(chan wlSpun, 1)}
-	started := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		t0, err := wlThreadCPU()
-		close(started)
-		for !s.stop.Load() {
-		}
-		t1, err1 := wlThreadCPU()
-		s.done <- wlSpun{t1 - t0, errors.Join(err, err1)}
-	}()
-	<-started
-	return s
-}
-
-// Stop stops the spinner and returns the CPU time its thread spent spinning.
-func (s *wlSpinner) Stop(b *testing.B) time.Duration {
-	s.stop.Store(true)
-	r := <-s.done
-	if r.err != nil {
-		b.Fatal(r.err)
-	}
-	return r.cpu
-}
-
 // BenchmarkReadBusy drains the page-aligned stream with Read into a reused buffer of
 // 512 KiB or 64 KiB, and with Next(512 KiB) (recv=next-auto, recv=next-zerocopy), while
 // another goroutine of the process, locked to its own thread, spins on the other CPU: a
 // server always has other threads running, and each unmapping then interrupts their CPUs
 // to flush the TLB, which a lone reader never pays. cpu-us/MiB is the process's CPU,
-// spinner included; rcv-cpu-us/MiB subtracts the spinner thread's own CPU time
-// (CLOCK_THREAD_CPUTIME_ID read in that thread just before the transfer starts and just
-// after it ends), leaving the receiver's.
+// spinner included; rcv-cpu-us/MiB subtracts the spinner thread's own CPU time, leaving
+// the receiver's (see cpumeter for how the two are read so that they agree).
 func BenchmarkReadBusy(b *testing.B) {
 	snd := benchSenders[0].opts
 	for _, size := range []int{512 << 10, 64 << 10} {
@@ -193,15 +139,13 @@ func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.
 	defer done()
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
-	spin := wlSpin()
 	tlb := wlTLB(b)
-	cpu0 := benchCPU(b)
+	m := cpumeter.Start(true)
 	b.StartTimer()
 	n, err := drain(r, c)
 	b.StopTimer()
-	cpu := benchCPU(b) - cpu0
+	mr := m.Stop()
 	tlb(float64(n) / benchUnit)
-	spun := spin.Stop(b)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,8 +153,8 @@ func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.
 		b.Fatalf("received %d bytes, want %d", n, total)
 	}
 	mib := float64(n) / benchUnit
-	b.ReportMetric(float64(cpu.Microseconds())/mib, "cpu-us/MiB")
-	b.ReportMetric(float64((cpu-spun).Microseconds())/mib, "rcv-cpu-us/MiB")
+	b.ReportMetric(float64((mr.CPU+mr.Spun).Microseconds())/mib, "cpu-us/MiB")
+	b.ReportMetric(float64(mr.CPU.Microseconds())/mib, "rcv-cpu-us/MiB")
 	if c != nil {
 		b.ReportMetric(100*c.Stats().MappedShare(), "mapped-%")
 	}
@@ -292,11 +236,11 @@ func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc boo
 	r, c, done := benchConn(b, snd, size, zc, mode)
 	defer done()
 	tlb0, _ := wlShootdowns()
-	cpu0 := benchCPU(b)
+	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := io.Copy(f, r)
 	b.StopTimer()
-	cpu := benchCPU(b) - cpu0
+	cpu := cpumeter.Process() - cpu0
 	tlb1, _ := wlShootdowns()
 	if c != nil {
 		st.Add(c.Stats())
@@ -385,7 +329,7 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	tlb := wlTLB(b)
-	cpu0 := benchCPU(b)
+	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := io.Copy(backend, r)
 	if err == nil {
@@ -396,7 +340,7 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 		res = <-drained
 	}
 	b.StopTimer()
-	cpu := benchCPU(b) - cpu0
+	cpu := cpumeter.Process() - cpu0
 	tlb(float64(res.n) / benchUnit)
 	if err != nil {
 		b.Fatal(err)
@@ -564,7 +508,7 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 		b.Fatalf("client: %q, %v", line, err)
 	}
 	b.ResetTimer()
-	cpu0 := benchCPU(b)
+	cpu0 := cpumeter.Process()
 	t0 := time.Now()
 	b.StartTimer()
 	if _, err := io.WriteString(in, "go\n"); err != nil {
@@ -573,7 +517,7 @@ func wlHTTPSmall(b *testing.B, conns int, zc bool, mode Mode) {
 	line, err := out.ReadString('\n')
 	b.StopTimer()
 	wall := time.Since(t0)
-	cpu := benchCPU(b) - cpu0
+	cpu := cpumeter.Process() - cpu0
 	if err != nil || line != "done\n" {
 		b.Fatalf("client: %q, %v", line, err)
 	}

@@ -44,10 +44,15 @@ Usage:
   zcperf [flags]                  everything on this host (loopback)
   zcperf -s [-addr :9100] [flags] two hosts: the receiver ...
   zcperf -c HOST:9100 [flags]     ... and the sender (same -size, -rounds, -recv, -workload)
+  zcperf doctor [-json] [-seconds N] [-rounds N] [-busy]
+                                  check this host instead: whether zero-copy receive
+                                  helps here, why, and which mode to use
+                                  ("zcperf doctor -h" for its flags)
 
 "vs net" in the output: the row's receiver CPU per MiB (per request for http) divided by
-that of net.TCPConn in the same workload and round, median over the rounds. Lower is
-better; below 1.00x zcnet costs less CPU than net.TCPConn.
+that of net.TCPConn in the same workload and round, median over the rounds of those
+ratios. It is not the ratio of the two medians printed beside it, and can differ from it
+on a noisy host. Lower is better; below 1.00x zcnet costs less CPU than net.TCPConn.
 
 Flags:
 `

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -87,9 +88,9 @@ func httpTransfer(cfg *config, r receiver) (sample, error) {
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=http://%s/,%d,%d,%d", httpClientEnv, ln.Addr(), cfg.conns, cfg.requests, cfg.body))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	m := startMeter(cfg.busy)
+	m := cpumeter.Start(cfg.busy)
 	err = cmd.Run()
-	_, cpu := m.stop()
+	cpu := m.Stop().CPU.Seconds()
 	srv.Close()
 	if ctx.Err() != nil {
 		return sample{}, fmt.Errorf("the client did not finish within -timeout %v", cfg.timeout)

@@ -15,8 +15,9 @@
 // mode.
 //
 // "vs net" is the receiver's CPU per MiB (per request for http) divided by that of
-// net.TCPConn in the same workload and round, the median over the rounds: lower is better,
-// below 1.00x zcnet costs less CPU than net.TCPConn. "mapped %" is zcnet's
+// net.TCPConn in the same workload and round, the median over the rounds of those ratios
+// (not the ratio of the medians): lower is better, below 1.00x zcnet costs less CPU than
+// net.TCPConn. "mapped %" is zcnet's
 // Stats.MappedShare over all rounds.
 //
 // Across two hosts, run "zcperf -s" on the receiving host and "zcperf -c HOST:PORT" on the
@@ -24,21 +25,27 @@
 // stream per row and round, and the server checks that both sides agree, that every
 // stream has -size bytes and that each arrives within -timeout.
 //
-// "zcperf doctor [-json] [-seconds N] [-rounds N]" checks this host instead: whether the
-// kernel and the process can map, what the senders here get mapped and why the rest is
-// copied, what mapping costs against copying, and which mode to use.
+// "zcperf doctor [-json] [-seconds N] [-rounds N] [-busy]" checks this host instead
+// (package cmd/zcperf/internal/doctor): whether the kernel and the process can map, what
+// the traffic this host will see gets mapped (an ordinary sender on loopback, each up
+// interface) and why the rest is copied, what mapping costs against copying, and which
+// mode to use.
 //
 // Run "zcperf -h" for the flags.
 package main
 
-import "os"
+import (
+	"os"
+
+	"github.com/zcnet/zcnet/cmd/zcperf/internal/doctor"
+)
 
 func main() {
 	if ran, code := runChild(); ran {
 		os.Exit(code)
 	}
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
-		os.Exit(doctorMain(os.Args[2:]))
+		os.Exit(doctor.Main(os.Args[2:]))
 	}
 	os.Exit(perfMain(os.Args[1:]))
 }

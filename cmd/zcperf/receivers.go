@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/cpumeter"
 	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
@@ -155,7 +156,7 @@ func receive(cfg *config, h *harness, r receiver) (sample, error) {
 		defer backend.Close()
 	}
 
-	m := startMeter(cfg.busy)
+	m := cpumeter.Start(cfg.busy)
 	var n int64
 	switch r.kind {
 	case kindRead:
@@ -176,7 +177,8 @@ func receive(cfg *config, h *harness, r receiver) (sample, error) {
 		}
 	}
 	s := sample{bytes: n}
-	s.secs, s.cpuSecs = m.stop()
+	mr := m.Stop()
+	s.secs, s.cpuSecs = mr.Wall.Seconds(), mr.CPU.Seconds()
 	if zc != nil {
 		s.stats = zc.Stats()
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/zcnet/zcnet"
+	"github.com/zcnet/zcnet/internal/cpumeter"
 )
 
 // row is one line of the result, also its JSON form.
@@ -36,19 +37,6 @@ type row struct {
 	Stats *zcnet.Stats `json:"stats,omitempty"`
 }
 
-// median returns the median of xs (the mean of the middle two for an even count).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // rows computes the result rows from the samples of every row of cfg.
 func rows(cfg *config, samples [][]sample) []row {
 	out := make([]row, len(cfg.rows))
@@ -66,11 +54,11 @@ func rows(cfg *config, samples [][]sample) []row {
 			st.Add(s.stats)
 			o.Bytes, o.Requests = s.bytes, s.requests
 		}
-		o.CPUSamples, o.Ratio, o.MappedPct = cpu, median(ratio), 100*st.MappedShare()
+		o.CPUSamples, o.Ratio, o.MappedPct = cpu, cpumeter.Median(ratio), 100*st.MappedShare()
 		if r.kind == kindHTTP {
-			o.ReqPerSec, o.CPUPerReq = median(rate), median(cpu)
+			o.ReqPerSec, o.CPUPerReq = cpumeter.Median(rate), cpumeter.Median(cpu)
 		} else {
-			o.Gbits, o.CPUPerMiB = median(rate), median(cpu)
+			o.Gbits, o.CPUPerMiB = cpumeter.Median(rate), cpumeter.Median(cpu)
 		}
 		if r.zc {
 			o.Stats = &st
@@ -116,7 +104,8 @@ func report(cfg *config, samples [][]sample) error {
 		fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, mapped, ratio)
 	}
 	fmt.Fprintln(cfg.out, "receiver CPU: getrusage user+sys of this process per MiB (per request for http), median over rounds.")
-	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, median; lower is better.")
+	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, the median of those per-round")
+	fmt.Fprintln(cfg.out, "        ratios (not the ratio of the two medians above, which a noisy round can move); lower is better.")
 	return nil
 }
 

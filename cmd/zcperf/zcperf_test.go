@@ -30,13 +30,46 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("-h: %v, want flag.ErrHelp", err)
 	}
 	u := out.String()
-	for _, want := range []string{"-size bytes", "-workload list", "-c host:port", "-timeout duration", "vs net", "Lower is", "-busy\n"} {
+	for _, want := range []string{"-size bytes", "-workload list", "-c host:port", "-timeout duration", "vs net", "Lower is", "-busy\n", "zcperf doctor [-json]", "not the ratio of the two medians"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q:\n%s", want, u)
 		}
 	}
 	if strings.Contains(u, "`") {
 		t.Errorf("usage shows backquotes:\n%s", u)
+	}
+}
+
+// The table prints "vs net" as the median of the per-round ratios, and says so beside
+// it: with these samples the ratio of the medians (200/100) would be 2.00x, the median
+// of the ratios (3, 1.5, 0.5) is 1.50x.
+func TestTableVsNet(t *testing.T) {
+	cfg, err := parseFlags([]string{"-recv", "net,read-zc"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cfg.out = &out
+	mib := func(cpu float64) sample { return sample{bytes: 1 << 20, secs: 1, cpuSecs: cpu / 1e6} }
+	samples := [][]sample{
+		{mib(100), mib(100), mib(400)},
+		{mib(300), mib(150), mib(200)},
+	}
+	if err := report(cfg, samples); err != nil {
+		t.Fatal(err)
+	}
+	tab := out.String()
+	line := ""
+	for l := range strings.Lines(tab) {
+		if strings.HasPrefix(l, "bulk") && strings.Contains(l, "zerocopy") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "200.0 us/MiB") || !strings.HasSuffix(strings.TrimSpace(line), "1.50x") {
+		t.Errorf("the zerocopy row is %q, want 200.0 us/MiB and 1.50x", line)
+	}
+	if !strings.Contains(tab, "not the ratio of the two medians") {
+		t.Errorf("the table does not say what vs net is:\n%s", tab)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package doctor
 
 import (
 	"encoding/binary"
@@ -9,29 +9,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// docHostOS adds the facts only Linux has to h: kernel, seccomp, container, mappings,
-// address-space limit, and the sysctls that bear on mapping.
-func docHostOS(h *docHost) {
+// hostOS adds the facts only Linux has to h: kernel, seccomp, container, the map count
+// and address-space limits, and the sysctls that bear on mapping.
+func hostOS(h *Host) {
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		if v, ok := docStatusField(string(b), "Seccomp"); ok {
-			h.Seccomp = docParseInt([]byte(v))
+		if v, ok := statusField(string(b), "Seccomp"); ok {
+			h.Seccomp = parseInt([]byte(v))
 		}
-		h.VirtualMemory = docStatusKB(string(b), "VmSize")
 	}
 	cg, _ := os.ReadFile("/proc/1/cgroup")
-	h.Container = docContainerHint(func(p string) bool { _, err := os.Stat(p); return err == nil }, os.Getenv, string(cg))
+	h.Container = containerHint(func(p string) bool { _, err := os.Stat(p); return err == nil }, os.Getenv, string(cg))
 	if b, err := os.ReadFile("/proc/sys/vm/max_map_count"); err == nil {
-		h.MaxMapCount = docParseInt(b)
-	}
-	if f, err := os.Open("/proc/self/maps"); err == nil {
-		if n, err := docCountLines(f); err == nil {
-			h.Mappings = n
-		}
-		f.Close()
+		h.MaxMapCount = parseInt(b)
 	}
 	var rl unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_AS, &rl) == nil {
@@ -42,28 +35,13 @@ func docHostOS(h *docHost) {
 		}
 	}
 	if b, err := os.ReadFile("/proc/sys/net/core/high_order_alloc_disable"); err == nil {
-		h.HighOrderAllocDisable = docParseInt(b)
+		h.HighOrderAllocDisable = parseInt(b)
 	}
 }
 
-// docThreadClock returns a function that reads the CPU time of the calling thread, in
-// seconds, from any thread (the thread's CPU clock id: MAKE_THREAD_CPUCLOCK(tid,
-// CPUCLOCK_SCHED) in the kernel's terms). The caller must stay on its thread.
-func docThreadClock() func() float64 {
-	tid := int32(unix.Gettid())
-	clk := ^tid<<3 | 6
-	return func() float64 {
-		var ts unix.Timespec
-		if unix.ClockGettime(clk, &ts) != nil {
-			return 0
-		}
-		return float64(ts.Nano()) / 1e9
-	}
-}
-
-// docHeaderSplit asks the kernel's ethtool netlink family whether device name splits TCP
+// headerSplit asks the kernel's ethtool netlink family whether device name splits TCP
 // headers from payload: "enabled", "disabled" or "unknown" with the reason.
-func docHeaderSplit(name string) (string, string) {
+func headerSplit(name string) (string, string) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
 	if err != nil {
 		return "unknown", "no generic netlink socket: " + err.Error()
@@ -76,9 +54,9 @@ func docHeaderSplit(name string) (string, string) {
 	}
 
 	// Resolve the ethtool family's id.
-	req := docGenlMsg(unix.GENL_ID_CTRL, 1, unix.CTRL_CMD_GETFAMILY, 1,
-		docNlAttr(unix.CTRL_ATTR_FAMILY_NAME, append([]byte(unix.ETHTOOL_GENL_NAME), 0)))
-	attrs, err := docNlRoundTrip(fd, req, 1)
+	req := genlMsg(unix.GENL_ID_CTRL, 1, unix.CTRL_CMD_GETFAMILY, 1,
+		nlAttr(unix.CTRL_ATTR_FAMILY_NAME, append([]byte(unix.ETHTOOL_GENL_NAME), 0)))
+	attrs, err := nlRoundTrip(fd, req, 1)
 	if errors.Is(err, unix.ENOENT) {
 		return "unknown", "the kernel has no ethtool netlink family (Linux 5.6+)"
 	}
@@ -92,10 +70,10 @@ func docHeaderSplit(name string) (string, string) {
 	family := binary.NativeEndian.Uint16(id)
 
 	// ETHTOOL_MSG_RINGS_GET for the device.
-	hdr := docNlAttr(unix.ETHTOOL_A_HEADER_DEV_NAME, append([]byte(name), 0))
-	req = docGenlMsg(family, 2, unix.ETHTOOL_MSG_RINGS_GET, unix.ETHTOOL_GENL_VERSION,
-		docNlAttr(unix.ETHTOOL_A_RINGS_HEADER|unix.NLA_F_NESTED, hdr))
-	attrs, err = docNlRoundTrip(fd, req, 2)
+	hdr := nlAttr(unix.ETHTOOL_A_HEADER_DEV_NAME, append([]byte(name), 0))
+	req = genlMsg(family, 2, unix.ETHTOOL_MSG_RINGS_GET, unix.ETHTOOL_GENL_VERSION,
+		nlAttr(unix.ETHTOOL_A_RINGS_HEADER|unix.NLA_F_NESTED, hdr))
+	attrs, err = nlRoundTrip(fd, req, 2)
 	switch {
 	case errors.Is(err, unix.EOPNOTSUPP):
 		return "unknown", "the driver reports no ring parameters"
@@ -104,12 +82,12 @@ func docHeaderSplit(name string) (string, string) {
 	case err != nil:
 		return "unknown", "ethtool rings query: " + err.Error()
 	}
-	return docDataSplit(attrs)
+	return dataSplit(attrs)
 }
 
-// docNlRoundTrip sends a generic netlink request and returns the top-level attributes of
+// nlRoundTrip sends a generic netlink request and returns the top-level attributes of
 // its reply, or the errno the kernel answered with.
-func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
+func nlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, err
 	}
@@ -122,7 +100,7 @@ func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		msgs, err := docParseNlMsgs(buf[:n])
+		msgs, err := parseNlMsgs(buf[:n])
 		if err != nil {
 			return nil, err
 		}
@@ -142,15 +120,15 @@ func docNlRoundTrip(fd int, req []byte, seq uint32) (map[uint16][]byte, error) {
 			if len(m.data) < unix.GENL_HDRLEN {
 				return nil, errors.New("short generic netlink reply")
 			}
-			return docParseNlAttrs(m.data[unix.GENL_HDRLEN:])
+			return parseNlAttrs(m.data[unix.GENL_HDRLEN:])
 		}
 	}
 }
 
-// The netlink constants doctor_netlink.go spells out must match the system's.
+// The netlink constants netlink.go spells out must match the system's.
 var (
-	_ [unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT - docRingsTCPDataSplit]struct{}
-	_ [docRingsTCPDataSplit - unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT]struct{}
-	_ [unix.NLMSG_ERROR - docNlmsgErrorTyp]struct{}
-	_ [docNlmsgErrorTyp - unix.NLMSG_ERROR]struct{}
+	_ [unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT - ringsTCPDataSplit]struct{}
+	_ [ringsTCPDataSplit - unix.ETHTOOL_A_RINGS_TCP_DATA_SPLIT]struct{}
+	_ [unix.NLMSG_ERROR - nlmsgErrorTyp]struct{}
+	_ [nlmsgErrorTyp - unix.NLMSG_ERROR]struct{}
 )
