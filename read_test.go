@@ -486,7 +486,7 @@ func TestWriteToKeepsQueuedReset(t *testing.T) {
 	if err != nil || checkPattern(0, v) >= 0 {
 		t.Fatalf("Next: %d bytes, %v", len(v), err)
 	}
-	if c.f.end.qerr == nil {
+	if !c.s.errQueued() {
 		t.Skip("the mapping call did not take the reset with bytes queued this time")
 	}
 	c.pol = copyPolicy{} // the copy path, as ModeAuto's may be: WriteTo would splice
