@@ -501,3 +501,23 @@ func TestWriteToKeepsQueuedReset(t *testing.T) {
 		t.Fatalf("WriteTo wrote %d bytes before the reset, want %d", n, 3*pageSize+100)
 	}
 }
+
+// TestPeerSendsOneByteAtATime is fed by a peer that writes its stream one byte per
+// segment (TCP_NODELAY), the worst case for a receiver that maps pages. It proves that
+// Read, Next and WriteTo each yield the exact stream.
+func TestPeerSendsOneByteAtATime(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const total = 6000
+	for kind := range readKinds {
+		t.Run(kind.String(), func(t *testing.T) {
+			c, p := pairWith(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true}, false)
+			p.SetNoDelay(true)
+			sent := sendPattern(p, total, patternSender{maxWrite: 1})
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			w := &patternWriter{}
+			_, err := drainPattern(c, kind, w, 4096, rand.New(rand.NewPCG(uint64(kind), 1)))
+			checkStream(t, w, err, sent, total)
+			t.Logf("%d one-byte segments, stream exact; stats %+v", total, c.Stats())
+		})
+	}
+}
