@@ -87,7 +87,8 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 // newConn builds the read side over rc and the syscall layer s.
 func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	c := &Conn{mode: mode, ringSize: ringSize, st: new(counters), pol: newPolicy(mode, ringSize)}
-	c.s.ring = &ring{want: ringSize, sys: s, st: c.st}
+	r := &ring{want: ringSize, sys: s, st: c.st}
+	c.s = stream{ring: r}
 	c.f = filler{rc: rc, sys: s, s: &c.s, st: c.st, copyMode: mode == ModeCopy}
 	c.f.tryFn = c.f.try
 	if mode == ModeCopy {
@@ -97,7 +98,7 @@ func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	}
 	// A dropped conn's ring is unmapped when the Conn is collected; without that, the
 	// mapping would keep the socket open after its descriptor is finalized.
-	runtime.AddCleanup(c, (*ring).unmapDropped, c.s.ring)
+	runtime.AddCleanup(c, (*ring).unmapDropped, r)
 	return c
 }
 
