@@ -56,7 +56,7 @@ type filler struct {
 	timer  idler // releases the ring of a reader parked long
 	tryFn  func(fd uintptr) bool
 	mapper zerocopyReceiver
-	copier recvReceiver
+	copier copyReceiver
 
 	ch    choice     // the current fill's: what the caller and the policy asked
 	dst   []byte     // the copy path receives straight into dst; nil: into the stream
@@ -108,7 +108,7 @@ func (f *filler) fill(ch choice, dst []byte) fillResult {
 	}
 	res := f.res
 	f.dst, f.res = nil, fillResult{}
-	f.s.idle()
+	f.s.dropEmptyBuf()
 	switch {
 	case err != nil:
 		res.err = err
@@ -213,7 +213,7 @@ func (f *filler) received(n int, mapped bool) {
 func (f *filler) wait() {
 	f.st.waits.Add(1)
 	f.res.waited = true
-	f.s.idle()
+	f.s.dropEmptyBuf()
 	if !f.noMap {
 		f.s.parkRing(&f.timer)
 	}

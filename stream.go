@@ -111,8 +111,8 @@ func (s *stream) dropEmptyRing() error { return s.ring.unmapIfEmpty() }
 // parkRing hands the ring to the idle timer d while the reader waits (see idler).
 func (s *stream) parkRing(d *idler) { d.park(s.ring) }
 
-// idle gives an empty buffer back to the pool: before a wait, or after a fill.
-func (s *stream) idle() { s.buf.putEmpty() }
+// dropEmptyBuf gives an empty buffer back to the pool: before a wait, or after a fill.
+func (s *stream) dropEmptyBuf() { s.buf.putEmpty() }
 
 // The callers' side.
 

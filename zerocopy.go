@@ -44,7 +44,7 @@ func (m *zerocopyReceiver) try(f *filler, fd int) bool {
 			return true
 		case asked == 0:
 			// Pending bytes fill the ring: only the copy path can take more.
-			return f.recv(fd, f.s.copySpace(copyBufSize), false, causeDisabled)
+			return f.read(fd, f.s.copySpace(copyBufSize), false, causeDisabled)
 		}
 		if err := m.call(f, fd); err != nil {
 			f.s.addMapped(0, asked)
@@ -98,7 +98,7 @@ func (m *zerocopyReceiver) call(f *filler, fd int) error {
 // that it splits costs one page of copy.
 func (m *zerocopyReceiver) trySmall(f *filler, fd int) bool {
 	space := f.s.copySpace(1)
-	ok := f.recv(fd, space[:min(len(space), pageSize)], false, causeTail)
+	ok := f.read(fd, space[:min(len(space), pageSize)], false, causeTail)
 	m.small = !ok || f.res.n < pageSize
 	return ok
 }
@@ -124,7 +124,7 @@ func (m *zerocopyReceiver) reserve(f *filler, fd int) (done, ok bool) {
 // recvBudget copies for a mapping fill that a process-wide limit refused.
 func (m *zerocopyReceiver) recvBudget(f *filler, fd int, err error) bool {
 	f.st.setReason(err.Error())
-	return f.recv(fd, f.s.copySpace(copyBufSize), false, causeDisabled)
+	return f.read(fd, f.s.copySpace(copyBufSize), false, causeDisabled)
 }
 
 // callFailed sorts a mapping call's error.
@@ -144,7 +144,7 @@ func (m *zerocopyReceiver) callFailed(f *filler, fd int, err error) bool {
 	case isEIO(err):
 		// Nothing queued and the stream is done: recv tells a clean end (0) from a
 		// reset (its error).
-		return f.recv(fd, f.s.copySpace(pageSize), false, causeTail)
+		return f.read(fd, f.s.copySpace(pageSize), false, causeTail)
 	}
 	return f.failMap(fd, op, err)
 }
@@ -184,7 +184,7 @@ func (m *zerocopyReceiver) recvSkipped(f *filler, fd int) bool {
 	}
 	f.res.unmappable = m.unmappable >= unmappableFills
 	space := f.s.copySpace(min(hint, copyBufSize))
-	ok := f.recv(fd, space[:min(len(space), hint)], false, m.skipCause(f, fd, inq))
+	ok := f.read(fd, space[:min(len(space), hint)], false, m.skipCause(f, fd, inq))
 	m.small = ok && f.res.n > 0 && f.res.n < pageSize && inq < pageSize
 	return ok
 }
@@ -197,7 +197,7 @@ func (m *zerocopyReceiver) recvSkipped(f *filler, fd int) bool {
 // cannot spin here. It reports done when the try ends.
 func (m *zerocopyReceiver) empty(f *filler, fd int) (done, ok bool) {
 	if f.sys.peek == nil || m.empties > 0 {
-		return true, f.recv(fd, f.s.copySpace(pageSize)[:pageSize-1], false, causeTail)
+		return true, f.read(fd, f.s.copySpace(pageSize)[:pageSize-1], false, causeTail)
 	}
 	n, err := f.peek(fd)
 	if n <= 0 {

@@ -2,22 +2,22 @@ package zcnet
 
 import "io"
 
-// recvReceiver is the receive backend that copies with read(2): straight into the
+// copyReceiver is the receive backend that copies with read(2): straight into the
 // fill's dst, or into the stream's buffer.
-type recvReceiver struct{}
+type copyReceiver struct{}
 
 // try reads what the fill wants.
-func (recvReceiver) try(f *filler, fd int) bool {
+func (copyReceiver) try(f *filler, fd int) bool {
 	if f.dst != nil {
-		return f.recv(fd, f.dst, true, f.cause)
+		return f.read(fd, f.dst, true, f.cause)
 	}
-	return f.recv(fd, f.s.copySpace(f.ch.copy), false, f.cause)
+	return f.read(fd, f.s.copySpace(f.ch.copy), false, f.cause)
 }
 
-// recv reads into p (the fill's dst when inDst, else space of the stream's buffer) and
+// read reads into p with read(2) (the fill's dst when inDst, else space of the stream's buffer) and
 // records what came: it returns false to wait (EAGAIN), or true with bytes received,
 // the end of the stream or an error recorded.
-func (f *filler) recv(fd int, p []byte, inDst bool, cause copyCause) bool {
+func (f *filler) read(fd int, p []byte, inDst bool, cause copyCause) bool {
 	n, err := ignoringEINTR(func() (int, error) { return f.sys.read(fd, p) })
 	f.st.recvCalls.Add(1)
 	if n <= 0 || err != nil {
@@ -62,7 +62,7 @@ func (f *filler) fillConn(ch choice, dst []byte) fillResult {
 	}
 	res := f.res
 	f.res = fillResult{}
-	f.s.idle()
+	f.s.dropEmptyBuf()
 	if err == io.EOF {
 		f.s.setEOF()
 	}
