@@ -183,6 +183,7 @@ func (c *Conn) Close() error {
 // free releases the ring and the fallback buffer and hands the conn's final counters to
 // its Listener. It runs once, after Close, when no read-side call is running.
 func (c *Conn) free() {
+	// The pages under a live Next view are unmapped once the Conn is collected.
 	c.s.free(func(unmap func()) { runtime.AddCleanup(c, func(f func()) { f() }, unmap) })
 	if c.onClose != nil {
 		c.onClose(c) // no read is left to count more bytes
