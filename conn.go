@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // Conn is a TCP connection whose reads take whole pages of the receive queue by mapping
@@ -88,8 +87,9 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 // newConn builds the read side over rc and the syscall layer s.
 func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	c := &Conn{mode: mode, ringSize: ringSize, st: new(counters), pol: newPolicy(mode, ringSize)}
-	c.s.ring = &ring{want: ringSize, sys: s, st: c.st}
-	c.f = filler{rc: rc, sys: s, s: &c.s, st: c.st}
+	r := &ring{want: ringSize, sys: s, st: c.st}
+	c.s = stream{ring: r}
+	c.f = filler{rc: rc, sys: s, s: &c.s, st: c.st, copyMode: mode == ModeCopy}
 	c.f.tryFn = c.f.try
 	if mode == ModeCopy {
 		c.f.disable("ModeCopy")
@@ -98,7 +98,7 @@ func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	}
 	// A dropped conn's ring is unmapped when the Conn is collected; without that, the
 	// mapping would keep the socket open after its descriptor is finalized.
-	runtime.AddCleanup(c, (*ring).unmapDropped, c.s.ring)
+	runtime.AddCleanup(c, (*ring).unmapDropped, r)
 	return c
 }
 
@@ -183,24 +183,8 @@ func (c *Conn) Close() error {
 // free releases the ring and the fallback buffer and hands the conn's final counters to
 // its Listener. It runs once, after Close, when no read-side call is running.
 func (c *Conn) free() {
-	r := c.s.ring
-	if lo, hi := c.s.viewLo&^(pageSize-1), c.s.viewHi; hi > 0 && r.reserved() && r.sys.mapAnon != nil {
-		// A Next view may still be read by a caller racing Close: swap the socket's
-		// pages under it for an empty anonymous mapping (the socket memory is freed
-		// now), unmap the rest, and unmap that when the Conn is collected.
-		hi = pages(hi)
-		view := r.mem[lo:hi]
-		if r.sys.mapAnon(unsafe.Pointer(&view[0]), uintptr(len(view))) == nil {
-			s := r.sys
-			runtime.AddCleanup(c, func(m []byte) {
-				s.unmap(unsafe.Pointer(&m[0]), uintptr(len(m)))
-			}, view)
-			r.unmapExcept(lo, hi)
-		}
-	}
-	r.unmap()
-	c.s.buf.drop()
-	c.s.endView()
+	// The pages under a live Next view are unmapped once the Conn is collected.
+	c.s.free(func(unmap func()) { runtime.AddCleanup(c, func(f func()) { f() }, unmap) })
 	if c.onClose != nil {
 		c.onClose(c) // no read is left to count more bytes
 	}

@@ -168,7 +168,7 @@ func (k *fakeKernel) sys() *sysCalls {
 		unmap:       k.unmapFn,
 		dontneed:    k.dontneedFn,
 		zerocopy:    k.zerocopyFn,
-		recv:        k.recvFn,
+		read:        k.recvFn,
 		peek:        k.peekFn,
 		mapAnon:     k.mapAnonFn,
 		setRcvlowat: k.setRcvlowatFn,

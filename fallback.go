@@ -91,8 +91,8 @@ func (f *fallback) space(min int) []byte {
 	return b[f.w:]
 }
 
-// commit records that n bytes were written at the start of the last space.
-func (f *fallback) commit(n int) { f.w += n }
+// add records that n bytes were written at the start of the last space.
+func (f *fallback) add(n int) { f.w += n }
 
 // consume marks n unconsumed bytes as consumed, returning the buffer to the pool once it
 // is drained (unless a view of it is held).
@@ -111,9 +111,9 @@ func (f *fallback) unhold() {
 	}
 }
 
-// idle returns the buffer to the pool when it holds nothing: before a wait, so that a
-// waiting conn holds no buffer.
-func (f *fallback) idle() {
+// putEmpty returns the buffer to the pool when it holds nothing: before a wait, so that
+// a waiting conn holds no buffer.
+func (f *fallback) putEmpty() {
 	if f.b != nil && f.r == f.w && !f.held {
 		f.put()
 	}

@@ -6,10 +6,21 @@ import (
 	"time"
 )
 
-// choice is a policy's answer for one fill.
+// choice is what one fill is asked to do: the policy picks the path (mapping, timed),
+// the read-side call adds how much it needs. The fill follows it; where it cannot (a
+// mapping fill with mapping off), it says so in its result (fillResult.fellBack).
 type choice struct {
 	mapping bool // map whole pages (else recv(2))
 	timed   bool // the fill is in a probe's window: measure its CPU time
+
+	want  int // mapping: map up to want bytes
+	span  int // mapping: contiguous room the fill needs in the ring (Next's view)
+	goal  int // mapping: keep mapping, waiting in the same call, until goal bytes
+	copy  int // copy path into the stream's buffer: at least copy bytes of space
+	lowat int // SO_RCVLOWAT while waiting: the bytes the call still misses (Next), else 1
+	// lowatMax bounds lowat for a wait that batches more than the call misses. No
+	// receiver batches yet: 0, and the fill waits for lowat.
+	lowatMax int
 }
 
 // policy chooses the path of each fill. One is made per conn from its Mode, and only

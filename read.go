@@ -30,7 +30,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.s.buffered() > 0 {
 			return c.s.copyTo(p), nil
 		}
-		if err := c.f.end.take(); err != nil {
+		if err := c.s.ended(); err != nil {
 			return 0, c.opErr("read", err)
 		}
 		n, err := c.readFill(p)
@@ -43,68 +43,49 @@ func (c *Conn) Read(p []byte) (int, error) {
 // readFill receives more bytes for Read: straight into p (returning n > 0), or into the
 // stream (returning 0, nil).
 func (c *Conn) readFill(p []byte) (int, error) {
-	ch := c.pick(len(p))
-	if ch.mapping {
-		// Map what this Read takes, or more while Reads keep draining what was mapped
-		// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
-		// little and stops pins a little.
-		want := max(pages(len(p)), c.readMap)
-		res := c.f.fill(fillReq{mapping: true, want: want, lowat: 1, timed: ch.timed})
-		c.readMap = 0
-		if res.mapped && !res.waited {
-			c.readMap = min(2*want, maxReadMap)
-		}
-		if res.err != errNoMap {
-			if !ch.timed || res.n == 0 {
-				c.pol.observe(ch, res, 0)
-				return 0, res.err
-			}
-			// Mapping costs Read a copy out of the pages too.
-			t0 := cpuClock(clockThread)
-			n := c.s.copyTo(p)
-			c.pol.observe(ch, res, time.Duration(cpuClock(clockThread)-t0))
-			return n, nil
-		}
-		ch = choice{timed: ch.timed}
-	}
-	req := fillReq{dst: p, lowat: 1, cause: c.copyCause(), timed: ch.timed}
+	ch := c.pol.pick(len(p))
+	ch.lowat = 1
+	// Map what this Read takes, or more while Reads keep draining what was mapped
+	// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
+	// little and stops pins a little.
+	ch.want = max(pages(len(p)), c.readMap)
+	dst := p
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
-		req.dst, req.want = nil, copyBufSize
-		res := c.f.fill(req)
+		dst, ch.copy = nil, copyBufSize
+	}
+	res := c.f.fill(ch, dst)
+	if ch.mapping {
+		c.readMap = 0
+		if res.mapped && !res.waited {
+			c.readMap = min(2*ch.want, maxReadMap)
+		}
+	}
+	if res.fellBack {
+		ch.mapping = false
+	}
+	if ch.mapping && ch.timed && res.n > 0 {
+		// Mapping costs Read a copy out of the pages too.
+		t0 := cpuClock(clockThread)
+		n := c.s.copyTo(p)
+		c.pol.observe(ch, res, time.Duration(cpuClock(clockThread)-t0))
+		return n, nil
+	}
+	c.pol.observe(ch, res, 0)
+	switch {
+	case ch.mapping:
+		return 0, res.err
+	case dst == nil:
 		c.fullRead = res.n > len(p)
 		return 0, res.err
 	}
-	res := c.f.fill(req)
 	c.fullRead = len(p) < copyBufSize && res.n == len(p)
-	c.pol.observe(ch, res, 0)
 	return res.n, res.err
 }
 
 // maxReadMap is the most a Read's mapping fill takes while Reads drain the stream.
 const maxReadMap = 1 << 20
-
-// pick asks the policy for the path of a fill, and copies where mapping is off.
-func (c *Conn) pick(size int) choice {
-	ch := c.pol.pick(size)
-	if c.f.noMap {
-		ch.mapping = false
-	}
-	return ch
-}
-
-// copyCause is why a fill on the copy path copies: the policy chose to, or mapping is
-// not available to this conn.
-func (c *Conn) copyCause() copyCause {
-	if c.f.noMap && c.mode != ModeCopy {
-		return causeDisabled
-	}
-	return causePolicy
-}
-
-// pages rounds n up to whole pages.
-func pages(n int) int { return (n + pageSize - 1) &^ (pageSize - 1) }
 
 // Next returns the next n bytes of the stream, waiting until n bytes have arrived (or the
 // stream ends, an error occurs or the read deadline passes), like io.ReadFull but without
@@ -147,7 +128,7 @@ func (c *Conn) Next(n int) ([]byte, error) {
 		return nil, err
 	}
 	for c.s.buffered() < n {
-		if err := c.f.end.take(); err != nil {
+		if err := c.s.ended(); err != nil {
 			return c.rest(err)
 		}
 		ready, err := c.nextFill(n)
@@ -160,7 +141,7 @@ func (c *Conn) Next(n int) ([]byte, error) {
 				// later call, as nothing is lost by waiting.
 				return nil, c.opErr("read", err)
 			}
-			c.f.end.rerr = err
+			c.s.failAfter(err)
 		}
 	}
 	return c.view(n), nil
@@ -170,38 +151,27 @@ func (c *Conn) Next(n int) ([]byte, error) {
 // buffer holds exactly those n bytes and the ring bytes that follow them.
 func (c *Conn) nextFill(n int) (ready bool, err error) {
 	missing := n - c.s.buffered()
-	ch := c.pick(n)
-	if ch.mapping {
-		inPlace := c.s.contiguous(n)
-		if !inPlace {
-			// The n bytes cannot lie contiguously in the ring: gather them in the
-			// buffer, but still take the missing ones by mapping. A recv(2) of more
-			// than the kernel cannot map would split the mappable pages behind them
-			// and turn the rest of the stream into copies.
-			c.s.gather()
-			c.s.buf.space(missing) // one allocation for the whole view
-		}
-		res := c.f.fill(fillReq{mapping: true, want: pages(missing), span: pages(missing), goal: missing, lowat: missing, timed: ch.timed})
-		if res.err != errNoMap {
-			if !inPlace {
-				ready = c.s.absorb(missing)
-			}
-			c.pol.observe(ch, res, 0)
-			return ready, res.err
-		}
-		ch = choice{timed: ch.timed}
+	ch := c.pol.pick(n)
+	ch.want, ch.span, ch.goal = pages(missing), pages(missing), missing
+	ch.copy, ch.lowat = missing, missing
+	gather := ch.mapping && c.f.maps()
+	if gather {
+		c.s.gatherFor(n)
 	}
-	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause(), timed: ch.timed})
+	res := c.f.fill(ch, nil)
+	if gather {
+		ready = c.s.gathered(missing)
+	}
+	if res.fellBack {
+		ch.mapping = false
+	}
 	c.pol.observe(ch, res, 0)
-	return false, res.err
+	return ready, res.err
 }
 
 // view takes the next n buffered bytes for Next.
 func (c *Conn) view(n int) []byte {
-	if c.copyViews {
-		c.s.gather()
-	}
-	v, mapped := c.s.take(n)
+	v, mapped := c.s.view(n, !c.copyViews)
 	if mapped {
 		c.st.viewBytes.Add(uint64(n))
 	} else {
@@ -252,27 +222,24 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		if err := c.f.end.take(); err != nil {
+		if err := c.s.ended(); err != nil {
 			if err == io.EOF {
 				return total, nil
 			}
 			return total, c.opErr("read", err)
 		}
-		ch := c.pick(writeToBatch)
-		if !ch.mapping && c.f.end.qerr == nil {
+		ch := c.pol.pick(writeToBatch)
+		if (!ch.mapping || !c.f.maps()) && !c.s.errQueued() {
 			// (A reset the mapping path took from the socket while bytes were still
 			// queued must come after them: splice would end the stream cleanly.)
 			if n, ok, err := c.splice(w); ok {
 				return total + n, err
 			}
 		}
-		var res fillResult
-		if ch.mapping {
-			res = c.f.fill(fillReq{mapping: true, want: min(writeToBatch, c.ringSize), lowat: 1, timed: ch.timed})
-		}
-		if !ch.mapping || res.err == errNoMap {
-			ch = choice{timed: ch.timed}
-			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause(), timed: ch.timed})
+		ch.want, ch.copy, ch.lowat = min(writeToBatch, c.ringSize), copyBufSize, 1
+		res := c.f.fill(ch, nil)
+		if res.fellBack {
+			ch.mapping = false
 		}
 		c.pol.observe(ch, res, 0)
 		if res.err != nil && res.err != io.EOF {
@@ -283,28 +250,12 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 
 // writeBuffered writes every buffered byte to w, in stream order.
 func (c *Conn) writeBuffered(w io.Writer) (int64, error) {
-	var total int64
 	if c.copyViews {
 		c.s.gather()
 	}
-	if p := c.s.ring.buffered(); p > 0 {
-		n, err := writeAll(w, c.s.ring.pending())
-		c.s.ring.consume(n)
-		c.st.viewBytes.Add(uint64(n))
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
-	if c.s.buf.buffered() > 0 {
-		n, err := writeAll(w, c.s.buf.pending())
-		c.s.buf.consume(n)
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
+	n, mapped, err := c.s.writeTo(w)
+	c.st.viewBytes.Add(uint64(mapped))
+	return n, err
 }
 
 // splice hands the rest of the stream to w with splice(2) when w is a file or a socket
@@ -330,21 +281,14 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 	default:
 		return 0, false, nil
 	}
-	// The socket is the splice's from here: no mark left by a Next, no mapped page.
-	c.f.release()
-	c.plainLowat()
-	n, err := move()
-	c.st.spliced.Add(uint64(n))
-	if err == nil {
-		c.f.end.eof = true
-	}
+	n, err := c.f.splice(move, c.plainLowat)
 	return n, true, err
 }
 
 // plainLowat puts SO_RCVLOWAT back to 1 (a Next may have raised it) before the socket is
 // read other than by a fill: splice, SyscallConn's Read.
 func (c *Conn) plainLowat() {
-	if c.f.lowat == 0 || c.f.lowat == 1 || c.tc == nil {
+	if !c.f.lowatRaised() || c.tc == nil {
 		return
 	}
 	if rc, err := c.tc.SyscallConn(); err == nil {

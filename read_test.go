@@ -486,7 +486,7 @@ func TestWriteToKeepsQueuedReset(t *testing.T) {
 	if err != nil || checkPattern(0, v) >= 0 {
 		t.Fatalf("Next: %d bytes, %v", len(v), err)
 	}
-	if c.f.end.qerr == nil {
+	if !c.s.errQueued() {
 		t.Skip("the mapping call did not take the reset with bytes queued this time")
 	}
 	c.pol = copyPolicy{} // the copy path, as ModeAuto's may be: WriteTo would splice
@@ -499,5 +499,25 @@ func TestWriteToKeepsQueuedReset(t *testing.T) {
 	checkReset(t, err)
 	if n != int64(3*pageSize+100) {
 		t.Fatalf("WriteTo wrote %d bytes before the reset, want %d", n, 3*pageSize+100)
+	}
+}
+
+// TestPeerSendsOneByteAtATime is fed by a peer that writes its stream one byte per
+// segment (TCP_NODELAY), the worst case for a receiver that maps pages. It proves that
+// Read, Next and WriteTo each yield the exact stream.
+func TestPeerSendsOneByteAtATime(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const total = 6000
+	for kind := range readKinds {
+		t.Run(kind.String(), func(t *testing.T) {
+			c, p := pairWith(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true}, false)
+			p.SetNoDelay(true)
+			sent := sendPattern(p, total, patternSender{maxWrite: 1})
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			w := &patternWriter{}
+			_, err := drainPattern(c, kind, w, 4096, rand.New(rand.NewPCG(uint64(kind), 1)))
+			checkStream(t, w, err, sent, total)
+			t.Logf("%d one-byte segments, stream exact; stats %+v", total, c.Stats())
+		})
 	}
 }

@@ -142,8 +142,8 @@ func (r *ring) prepare(zc *zerocopyReceive, want, span int) (int, error) {
 	return want, nil
 }
 
-// commit records that the kernel mapped n of the want bytes prepare pinned at tail.
-func (r *ring) commit(n, want int) {
+// mapped records that the kernel mapped n of the want bytes prepare pinned at tail.
+func (r *ring) mapped(n, want int) {
 	r.tail += n
 	budget.unpin(want - n)
 }
@@ -283,6 +283,27 @@ func (r *ring) forget() {
 	r.mem = nil
 	r.lo, r.head, r.tail = 0, 0, 0
 }
+
+// teardown unmaps the ring at Close. When mem[lo:hi] is a view a caller racing Close
+// may still read, the socket's pages under it (whole pages) are swapped for an empty
+// anonymous mapping, so that such a read sees zeros rather than faulting (the socket
+// memory is freed now); the rest is unmapped, and keep is handed the function that
+// unmaps the view's range, to run when nothing can reach the view any more.
+func (r *ring) teardown(lo, hi int, keep func(unmap func())) {
+	if lo &^= pageSize - 1; hi > 0 && r.reserved() && r.sys.mapAnon != nil {
+		hi = pages(hi)
+		view := r.mem[lo:hi]
+		if r.sys.mapAnon(unsafe.Pointer(&view[0]), uintptr(len(view))) == nil {
+			s := r.sys
+			keep(func() { s.unmap(unsafe.Pointer(&view[0]), uintptr(len(view))) })
+			r.unmapExcept(lo, hi)
+		}
+	}
+	r.unmap()
+}
+
+// pages rounds n up to whole pages.
+func pages(n int) int { return (n + pageSize - 1) &^ (pageSize - 1) }
 
 // unmapDropped is the cleanup of a Conn collected without Close.
 func (r *ring) unmapDropped() { r.unmap() }

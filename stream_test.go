@@ -1,241 +1,169 @@
+//go:build linux
+
 package zcnet
 
 import (
+	"bytes"
+	"errors"
 	"io"
-	"math/rand/v2"
+	"syscall"
 	"testing"
-	"time"
-
-	"go.uber.org/goleak"
-
-	"github.com/zcnet/zcnet/internal/zcsend"
 )
 
-// TestFastPathIntegrity receives a 256 MiB mappable stream with random read sizes (1 byte
-// to 1 MiB) in ModeZeroCopy and checks that at least 99% of it was mapped, that the
-// bytes are exactly the ones sent, and that the listener's Stats sum the conn's.
-func TestFastPathIntegrity(t *testing.T) {
-	requireSupported(t)
-	const total = 256 << 20
-	ln := listenLoopback(t, Options{Mode: ModeZeroCopy, PageAlignedMSS: true})
-	sent := sendPattern(dialSender(t, ln.Addr().String(), true), total, patternSender{zerocopy: true})
-	c := acceptConn(t, ln)
-	w := &patternWriter{}
-	_, err := drainPattern(c, byRead, w, 1<<20, rand.New(rand.NewPCG(1, 0)))
-	c.Close()
-	checkStream(t, w, err, sent, total)
-	st := c.Stats()
-	t.Logf("stats: %+v, mapped share %.4f", st, st.MappedShare())
-	if st.MappedShare() < 0.99 {
-		t.Fatalf("mapped share %.4f < 0.99: %+v", st.MappedShare(), st)
+// These tests drive a stream alone over the fake kernel's in-memory syscalls: fills are
+// played by hand through the stream's two entry points, with no socket and no filler.
+
+// fakeStream is a stream over a reserved fake ring, and the stream offset of the next
+// byte a fill hands it.
+type fakeStream struct {
+	t   *testing.T
+	k   *fakeKernel
+	s   *stream
+	off int
+}
+
+func newFakeStream(t *testing.T, ringSize int) *fakeStream {
+	r, k := newFakeRing(t, ringSize)
+	s := &stream{ring: r}
+	t.Cleanup(func() { s.buf.drop() })
+	return &fakeStream{t: t, k: k, s: s}
+}
+
+// mapped hands the stream n bytes (whole pages) through the mapping entry point.
+func (f *fakeStream) mapped(n, span int) {
+	f.t.Helper()
+	var zc zerocopyReceive
+	asked, err := f.s.mapSpace(&zc, n, span)
+	if err != nil || asked != n {
+		f.t.Fatalf("mapSpace(%d, %d) = %d, %v", n, span, asked, err)
 	}
-	if ls := ln.Stats(); ls.MappedBytes != st.MappedBytes {
-		t.Fatalf("listener stats %+v do not sum the conn's %+v", ls, st)
+	res, p0 := f.k.findRes(uintptr(zc.Address))
+	f.k.write(res, p0/pageSize, n/pageSize, func(b []byte) { fillPat(b, f.off) })
+	f.s.addMapped(n, asked)
+	f.off += n
+}
+
+// copied hands the stream n bytes through the copy entry point.
+func (f *fakeStream) copied(n int) {
+	sp := f.s.copySpace(n)
+	fillPat(sp[:n], f.off)
+	f.s.addCopied(n)
+	f.off += n
+}
+
+// TestStreamCopyToOrder: Read's copy takes mapped and copied bytes in stream order,
+// whatever the size of the reads.
+func TestStreamCopyToOrder(t *testing.T) {
+	f := newFakeStream(t, 16*pageSize)
+	f.mapped(2*pageSize, 0)
+	f.copied(1000)
+	got := make([]byte, 0, f.off)
+	p := make([]byte, 777)
+	for f.s.buffered() > 0 {
+		n := f.s.copyTo(p)
+		got = append(got, p[:n]...)
+	}
+	if len(got) != f.off || checkFakePat(got, 0) >= 0 {
+		t.Fatalf("copied out %d bytes, first wrong at %d; want %d of the stream", len(got), checkFakePat(got, 0), f.off)
 	}
 }
 
-// TestNextMappedViews receives a mappable stream in ModeZeroCopy with Next of random
-// sizes from 1 byte to 1 MiB: the views concatenate to exactly the stream sent, nearly
-// all of it was mapped (at least 98%), and views were handed out from the mapped pages
-// themselves (Stats.ViewBytes); those that straddle the end of the ring are gathered
-// from mapped pages.
-func TestNextMappedViews(t *testing.T) {
-	requireSupported(t)
-	const total = 64<<20 + 4321
-	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, true, false)
-	w := &patternWriter{}
-	_, err := drainPattern(c, byNext, w, 1<<20, rand.New(rand.NewPCG(5, 0)))
-	checkStream(t, w, err, sent, total)
-	st := c.Stats()
-	t.Logf("stats: %+v, mapped share %.4f", st, st.MappedShare())
-	if st.ViewBytes == 0 {
-		t.Errorf("no view came from mapped pages: %+v", st)
+// TestStreamViewInPlace: a view of bytes that lie in the ring points into it.
+func TestStreamViewInPlace(t *testing.T) {
+	f := newFakeStream(t, 8*pageSize)
+	f.mapped(3*pageSize, 0)
+	v, mapped := f.s.view(pageSize+10, true)
+	if !mapped || len(v) != pageSize+10 || checkFakePat(v, 0) >= 0 {
+		t.Fatalf("view: %d bytes, mapped %v, wrong at %d", len(v), mapped, checkFakePat(v, 0))
 	}
-	if st.ViewBytes+st.AssembledBytes != total {
-		t.Errorf("views count %d bytes, want %d: %+v", st.ViewBytes+st.AssembledBytes, int64(total), st)
+	if f.s.viewHi != pageSize+10 {
+		t.Fatalf("the view's range ends at %d, want %d", f.s.viewHi, pageSize+10)
 	}
-	// A sender slowed by a slow reader leaves a few short segments (partial writes),
-	// which the kernel cannot map: the bound leaves room for them.
-	if st.MappedShare() < 0.98 {
-		t.Errorf("mapped share %.4f < 0.98: %+v", st.MappedShare(), st)
+	f.s.endView()
+	v, mapped = f.s.view(100, false) // CopyViews: gathered in the buffer
+	if mapped || checkFakePat(v, pageSize+10) >= 0 {
+		t.Fatalf("copied view: mapped %v, wrong at %d", mapped, checkFakePat(v, pageSize+10))
 	}
 }
 
-// TestNextAssembled receives a stream the kernel cannot map (plain writes) with Next in
-// every mode: the views are gathered in the pooled buffer (Stats.AssembledBytes) and
-// concatenate to exactly the stream sent.
-func TestNextAssembled(t *testing.T) {
-	const total = 8<<20 + 99
-	for _, m := range modes {
-		t.Run(m.String(), func(t *testing.T) {
-			c, sc := pairWith(t, Options{Mode: m}, false)
-			sent := sendStream(sc, total, false, false)
-			w := &patternWriter{}
-			_, err := drainPattern(c, byNext, w, 256<<10, rand.New(rand.NewPCG(6, 0)))
-			checkStream(t, w, err, sent, total)
-			st := c.Stats()
-			if st.AssembledBytes == 0 {
-				t.Errorf("no view was assembled: %+v", st)
-			}
-			if st.ViewBytes+st.AssembledBytes != total {
-				t.Errorf("views count %d bytes, want %d: %+v", st.ViewBytes+st.AssembledBytes, int64(total), st)
-			}
-		})
+// TestStreamGatherForView: a view that cannot lie contiguously in the ring is gathered
+// in the buffer by the gatherFor/gathered pair around a mapping fill, and the bytes the
+// fill mapped beyond the view stay in the ring, after it.
+func TestStreamGatherForView(t *testing.T) {
+	f := newFakeStream(t, 8*pageSize)
+	f.mapped(6*pageSize, 0)
+	f.s.copyTo(make([]byte, 5*pageSize)) // one page pending at the end of the ring
+	n := 4 * pageSize                    // from offset 5 pages, beyond the ring's end
+	f.s.gatherFor(n)
+	if f.s.ring.buffered() != 0 || f.s.buf.buffered() != pageSize {
+		t.Fatalf("gatherFor left %d bytes in the ring and %d in the buffer", f.s.ring.buffered(), f.s.buf.buffered())
+	}
+	missing := n - f.s.buffered()
+	f.mapped(4*pageSize, pages(missing)) // more than missing: a page follows the view
+	if !f.s.gathered(missing) {
+		t.Fatal("gathered: the view is not ready")
+	}
+	v, mapped := f.s.view(n, true)
+	if mapped || len(v) != n || checkFakePat(v, 5*pageSize) >= 0 {
+		t.Fatalf("view: %d bytes, mapped %v, wrong at %d", len(v), mapped, checkFakePat(v, 5*pageSize))
+	}
+	f.s.endView()
+	rest := make([]byte, f.s.buffered())
+	if f.s.copyTo(rest) != pageSize || checkFakePat(rest, 9*pageSize) >= 0 {
+		t.Fatalf("after the view: %d bytes, wrong at %d", len(rest), checkFakePat(rest, 9*pageSize))
 	}
 }
 
-// TestWriteToMapped drains a mappable stream with io.Copy into a checking writer in
-// ModeZeroCopy: io.Copy uses WriteTo, the bytes are exactly the stream sent, and nearly
-// all of them were mapped and passed on from the mapped pages (Stats.ViewBytes,
-// MappedShare at least 0.99).
-func TestWriteToMapped(t *testing.T) {
-	requireSupported(t)
-	const total = 128<<20 + 1
-	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, true, false)
-	w := &patternWriter{}
-	n, err := io.Copy(struct{ io.Writer }{w}, c)
-	if err == nil && n != w.off {
-		t.Errorf("io.Copy returned %d, wrote %d", n, w.off)
+// TestStreamWriteTo writes the buffered bytes in order and counts those from the ring.
+func TestStreamWriteTo(t *testing.T) {
+	f := newFakeStream(t, 8*pageSize)
+	f.mapped(2*pageSize, 0)
+	f.copied(300)
+	var w bytes.Buffer
+	n, mapped, err := f.s.writeTo(&w)
+	if err != nil || n != int64(f.off) || mapped != int64(2*pageSize) || checkFakePat(w.Bytes(), 0) >= 0 {
+		t.Fatalf("writeTo: %d bytes (%d mapped), %v, wrong at %d", n, mapped, err, checkFakePat(w.Bytes(), 0))
 	}
-	checkStream(t, w, err, sent, total)
-	st := c.Stats()
-	t.Logf("stats: %+v, mapped share %.4f", st, st.MappedShare())
-	if st.MappedShare() < 0.99 {
-		t.Errorf("mapped share %.4f < 0.99: %+v", st.MappedShare(), st)
-	}
-	if float64(st.ViewBytes) < 0.99*total {
-		t.Errorf("%d of %d bytes passed on from mapped pages, want at least 99%%: %+v", st.ViewBytes, int64(total), st)
+	if f.s.buffered() != 0 {
+		t.Fatalf("%d bytes left after writeTo", f.s.buffered())
 	}
 }
 
-// TestViewAfterClose keeps a Next view that points into the mapped ring past Close and
-// reads it: as documented, the memory stays readable and reads zeros, never faults.
-func TestViewAfterClose(t *testing.T) {
-	requireSupported(t)
-	const total = 4 << 20
-	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-	sent := sendStream(sc, total, true, true)
-	defer func() { c.Close(); <-sent }()
-	var v []byte
-	var err error
-	for got := 0; got < total && c.Stats().ViewBytes == 0; got += len(v) {
-		if v, err = c.Next(64 << 10); err != nil {
-			t.Fatal(err)
-		}
+// TestStreamEnd: an error after the buffered bytes is reported once; one queued behind
+// the kernel's queue becomes due when the queue drains; EOF stays.
+func TestStreamEnd(t *testing.T) {
+	var s stream
+	s.failAfter(syscall.ECONNRESET)
+	if err := s.ended(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("ended: %v, want the reset", err)
 	}
-	if c.Stats().ViewBytes == 0 {
-		t.Skip("no view pointed into the mapping")
+	if err := s.ended(); err != nil {
+		t.Fatalf("ended again: %v, want nil (reported once)", err)
 	}
-	c.Close()
-	sum := 0
-	for _, b := range v {
-		sum += int(b)
+	s.failAfterQueue(syscall.ECONNRESET)
+	if !s.errQueued() || s.ended() != nil {
+		t.Fatal("an error behind the queue is due before the queue drained")
 	}
-	if sum != 0 {
-		t.Fatalf("a mapped view read after Close has byte sum %d, want zeros", sum)
+	s.drained()
+	if s.errQueued() || !errors.Is(s.ended(), syscall.ECONNRESET) {
+		t.Fatal("the queued error is not due once the queue drained")
+	}
+	s.drained()
+	if s.ended() != io.EOF || s.ended() != io.EOF {
+		t.Fatal("a drained queue without an error is not a lasting EOF")
 	}
 }
 
-// TestIdleConnPinsNoMappedPages plays slowloris: a mappable peer sends a burst, the
-// server consumes it, and the peer then goes quiet or trickles a byte at a time. It
-// measures the resident size of the conn's ring VMA in /proc/self/smaps: while a Next
-// view holds mapped bytes it is at least their size (the measurement sees mapped pages),
-// and once every mapped byte is consumed and the server waits for more, it is zero: an
-// idle conn pins no socket memory however long it stays.
-func TestIdleConnPinsNoMappedPages(t *testing.T) {
-	requireSupported(t)
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for kind := range readKinds {
-		t.Run(kind.String(), func(t *testing.T) {
-			const burst = 1 << 20
-			c, p := pairWith(t, Options{Mode: ModeZeroCopy}, true)
-			ino := socketInode(t, c)
-			if err := writeStream(p, 0, burst, true); err != nil {
-				t.Fatal(err)
-			}
-			// Positive control: a view of 512 KiB of mapped bytes keeps them resident.
-			w := &patternWriter{}
-			v, err := c.Next(512 << 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Write(v)
-			rss, ok := ringRssKiB(t, ino)
-			if !ok {
-				t.Fatalf("no ring VMA for socket %d after a mapped Next; stats %+v", ino, c.Stats())
-			}
-			if c.Stats().MappedBytes >= 512<<10 && rss < 512 {
-				t.Fatalf("ring resident %d KiB while a 512 KiB mapped view is held; stats %+v", rss, c.Stats())
-			}
-			t.Logf("ring resident %d KiB with a 512 KiB view held", rss)
-
-			// Consume the rest, then wait for bytes that come one at a time, slowly.
-			// Read and WriteTo consume everything and must then hold no mapped page.
-			// Next takes 5000 bytes at a time and ends up waiting for 712 bytes more
-			// than the 4288 it holds: only the two pages of those may stay resident.
-			const nextSize = 5000
-			res := make(chan error, 1)
-			go func() {
-				var err error
-				if kind == byNext {
-					for err == nil {
-						var v []byte
-						v, err = c.Next(nextSize)
-						w.Write(v)
-					}
-					if err == io.ErrUnexpectedEOF {
-						err = nil
-					}
-				} else {
-					_, err = drainPattern(c, kind, w, 64<<10, rand.New(rand.NewPCG(uint64(kind), 4)))
-				}
-				res <- err
-			}()
-			for i := range 4 {
-				consumed, maxKiB := int64(burst+i), int64(0)
-				if kind == byNext {
-					consumed = burst/2 + (burst/2)/nextSize*nextSize
-					maxKiB = int64(2 * pageSize >> 10)
-				}
-				rss := waitRingIdle(t, ino, w, consumed, maxKiB)
-				t.Logf("%d bytes sent, %d consumed, waiting: ring resident %d KiB", burst+i, w.done.Load(), rss)
-				if rss > maxKiB {
-					t.Fatalf("a conn waiting for bytes keeps %d KiB of mapped pages resident (at most %d KiB hold unconsumed bytes); stats %+v", rss, maxKiB, c.Stats())
-				}
-				if _, err := p.Write([]byte{zcsend.Pattern(int64(burst + i))}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			p.CloseWrite()
-			if err := <-res; err != nil {
-				t.Fatal(err)
-			}
-			if w.err != nil || w.off != burst+4 {
-				t.Fatalf("stream: %d bytes, %v", w.off, w.err)
-			}
-		})
+// TestStreamFreeKeepsView: freeing a stream with a live view into the ring keeps the
+// view's pages readable and hands over what unmaps them.
+func TestStreamFreeKeepsView(t *testing.T) {
+	f := newFakeStream(t, 8*pageSize)
+	f.mapped(2*pageSize, 0)
+	v, _ := f.s.view(pageSize, true)
+	var unmap func()
+	f.s.free(func(u func()) { unmap = u })
+	if unmap == nil || f.s.ring.reserved() || v[0] != 0 {
+		t.Fatalf("free: kept %v, ring reserved %v, view reads %d", unmap != nil, f.s.ring.reserved(), v[0])
 	}
-}
-
-// waitRingIdle waits (up to 5s) until the reader has consumed want bytes and then (up to
-// 0.5s) until the ring's resident size is at most maxKiB; it returns that size.
-func waitRingIdle(t *testing.T, ino uint64, w *patternWriter, want, maxKiB int64) int64 {
-	t.Helper()
-	for range 500 {
-		if w.done.Load() >= want {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	var rss int64
-	for range 50 {
-		time.Sleep(10 * time.Millisecond)
-		rss, _ = ringRssKiB(t, ino)
-		if rss <= maxKiB {
-			return rss
-		}
-	}
-	return rss
+	unmap()
 }

@@ -25,7 +25,7 @@ var _ [64 - unsafe.Sizeof(zerocopyReceive{})]struct{}
 var _ [unsafe.Sizeof(zerocopyReceive{}) - 64]struct{}
 
 // sysCalls is the syscall layer: one thin function per kernel operation the ring and the
-// copy path need, with no policy. None of them retries on EINTR: the fill does, for all. Every Conn holds the sysCalls it was created with, which
+// copy path need, with no policy. None of them retries on EINTR: the fill does, for all, with ignoringEINTR. Every Conn holds the sysCalls it was created with, which
 // is the seam fault-injection and the fuzzer's fake kernel use.
 type sysCalls struct {
 	// reserve creates a PROT_READ, MAP_SHARED mapping of length bytes on the socket fd
@@ -37,8 +37,8 @@ type sysCalls struct {
 	dontneed func(addr unsafe.Pointer, length uintptr) error
 	// zerocopy is getsockopt(fd, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, zc).
 	zerocopy func(fd int, zc *zerocopyReceive) error
-	// recv is read(2) on the non-blocking socket; io.EOF is not produced here (n == 0, nil).
-	recv func(fd int, p []byte) (int, error)
+	// read is read(2) on the non-blocking socket; io.EOF is not produced here (n == 0, nil).
+	read func(fd int, p []byte) (int, error)
 	// peek is recv(2) of one byte with MSG_PEEK: 1 when bytes are queued (none is
 	// consumed), 0 at the end of the stream, or the error recv would return. It may be
 	// nil; the read path then reads instead.

@@ -38,7 +38,7 @@ var linuxSys = sysCalls{
 		}
 		return nil
 	},
-	recv: func(fd int, p []byte) (int, error) {
+	read: func(fd int, p []byte) (int, error) {
 		n, err := unix.Read(fd, p)
 		return max(n, 0), err
 	},

@@ -27,7 +27,7 @@ var otherSys = sysCalls{
 	dontneed:    unsupportedRange,
 	mapAnon:     unsupportedRange,
 	zerocopy:    func(int, *zerocopyReceive) error { return errNotLinux },
-	recv:        func(int, []byte) (int, error) { return 0, errNotLinux },
+	read:        func(int, []byte) (int, error) { return 0, errNotLinux },
 	setRcvlowat: func(int, int) error { return errNotLinux },
 }
 

@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"time"
 )
 
 // ErrBuffered is the Err of the *net.OpError returned by Conn.File and by the Read method
@@ -123,24 +122,4 @@ func (c *Conn) noSocket(op string) error {
 		e.Source, e.Addr = c.laddr, c.raddr
 	}
 	return e
-}
-
-// setUserTimeoutConn sets TCP_USER_TIMEOUT on an established conn.
-func setUserTimeoutConn(tc *net.TCPConn, d time.Duration) error {
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return controlUserTimeout(rc, d)
-}
-
-// controlUserTimeout sets TCP_USER_TIMEOUT on the socket of c, rounding d up to a whole
-// millisecond.
-func controlUserTimeout(c syscall.RawConn, d time.Duration) error {
-	ms := int((d + time.Millisecond - 1) / time.Millisecond)
-	var serr error
-	if err := c.Control(func(fd uintptr) { serr = setUserTimeout(fd, ms) }); err != nil {
-		return err
-	}
-	return serr
 }
