@@ -33,8 +33,9 @@ type fillResult struct {
 	err    error         // why nothing was received: the end of the stream, an error
 	waited bool          // the fill waited in the poller
 	// unmappable: the stream has mapped nothing for unmappableFills mapping fills in a
-	// row (this one included).
+	// row (this one included); skip is why this one mapped nothing.
 	unmappable bool
+	skip       copyCause
 }
 
 // unmappableFills is the number of mapping fills in a row that map nothing after which
@@ -286,8 +287,9 @@ func (f *filler) tryMap(fd int) bool {
 				hint = max(hint, f.req.want)
 			}
 			f.res.unmappable = f.unmappable >= unmappableFills
+			f.res.skip = f.skipCause(fd, int(zc.Inq))
 			space := f.s.buf.space(min(hint, copyBufSize))
-			ok := f.recv(fd, space[:min(len(space), hint)], f.skipCause(fd, int(zc.Inq)))
+			ok := f.recv(fd, space[:min(len(space), hint)], f.res.skip)
 			f.small = ok && f.res.n > 0 && f.res.n < pageSize && int(zc.Inq) < pageSize
 			return ok
 		}

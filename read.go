@@ -67,7 +67,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 		}
 		ch = choice{timed: ch.timed}
 	}
-	req := fillReq{dst: p, lowat: 1, cause: c.copyCause(), timed: ch.timed}
+	req := fillReq{dst: p, lowat: 1, cause: c.copyCause(ch), timed: ch.timed}
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
@@ -94,13 +94,13 @@ func (c *Conn) pick(size int) choice {
 	return ch
 }
 
-// copyCause is why a fill on the copy path copies: the policy chose to, or mapping is
-// not available to this conn.
-func (c *Conn) copyCause() copyCause {
+// copyCause is why a fill on the copy path of ch copies: the policy's cause, or mapping
+// is not available to this conn.
+func (c *Conn) copyCause(ch choice) copyCause {
 	if c.f.noMap && c.mode != ModeCopy {
 		return causeDisabled
 	}
-	return causePolicy
+	return ch.cause
 }
 
 // pages rounds n up to whole pages.
@@ -191,7 +191,7 @@ func (c *Conn) nextFill(n int) (ready bool, err error) {
 		}
 		ch = choice{timed: ch.timed}
 	}
-	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause(), timed: ch.timed})
+	res := c.f.fill(fillReq{want: missing, lowat: missing, cause: c.copyCause(ch), timed: ch.timed})
 	c.pol.observe(ch, res, 0)
 	return false, res.err
 }
@@ -259,9 +259,10 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		ch := c.pick(writeToBatch)
-		if !ch.mapping && c.f.end.qerr == nil {
+		if !ch.mapping && c.f.end.qerr == nil && (c.mode != ModeZeroCopy || c.f.noMap) {
 			// (A reset the mapping path took from the socket while bytes were still
-			// queued must come after them: splice would end the stream cleanly.)
+			// queued must come after them: splice would end the stream cleanly. A
+			// ModeZeroCopy conn that backs off tries mapping again later.)
 			if n, ok, err := c.splice(w); ok {
 				return total + n, err
 			}
@@ -272,7 +273,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		}
 		if !ch.mapping || res.err == errNoMap {
 			ch = choice{timed: ch.timed}
-			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause(), timed: ch.timed})
+			res = c.f.fill(fillReq{want: copyBufSize, lowat: 1, cause: c.copyCause(ch), timed: ch.timed})
 		}
 		c.pol.observe(ch, res, 0)
 		if res.err != nil && res.err != io.EOF {
