@@ -45,16 +45,27 @@ func benchEcho(b *testing.B, msg, size int, zc bool, mode Mode) {
 	}
 	c := nc.(*net.TCPConn)
 	defer c.Close()
+	rtt := benchRoundTrips(b, c, msg)
+	c.CloseWrite()
+	if err := <-served; err != nil {
+		b.Fatal(err)
+	}
+	benchReportRTT(b, rtt)
+}
+
+// benchRoundTrips writes a message of msg pattern bytes to rw and reads its echo, b.N
+// times (the first byte varies), checking each echo, and returns the round trips' times.
+func benchRoundTrips(b *testing.B, rw io.ReadWriter, msg int) []time.Duration {
 	out, in := patternData(0, int64(msg)), make([]byte, msg)
 	rtt := make([]time.Duration, b.N)
 	b.ResetTimer()
 	for i := range b.N {
 		out[0] = byte(i)
 		t0 := time.Now()
-		if _, err := c.Write(out); err != nil {
+		if _, err := rw.Write(out); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.ReadFull(c, in); err != nil {
+		if _, err := io.ReadFull(rw, in); err != nil {
 			b.Fatal(err)
 		}
 		rtt[i] = time.Since(t0)
@@ -63,10 +74,11 @@ func benchEcho(b *testing.B, msg, size int, zc bool, mode Mode) {
 		}
 	}
 	b.StopTimer()
-	c.CloseWrite()
-	if err := <-served; err != nil {
-		b.Fatal(err)
-	}
+	return rtt
+}
+
+// benchReportRTT reports the median and 99th percentile of the round trips rtt.
+func benchReportRTT(b *testing.B, rtt []time.Duration) {
 	slices.Sort(rtt)
 	b.ReportMetric(float64(rtt[len(rtt)/2]), "p50-ns")
 	b.ReportMetric(float64(rtt[len(rtt)*99/100]), "p99-ns")

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -304,27 +303,12 @@ func BenchmarkPingPong(b *testing.B) {
 				echoed <- err
 			}()
 			rw := benchAccept(b, ln, zc)
-			msg, in := make([]byte, 64), make([]byte, 64)
-			rtt := make([]time.Duration, b.N)
-			b.ResetTimer()
-			for i := range b.N {
-				t0 := time.Now()
-				if _, err := rw.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(rw, in); err != nil {
-					b.Fatal(err)
-				}
-				rtt[i] = time.Since(t0)
-			}
-			b.StopTimer()
+			rtt := benchRoundTrips(b, rw, 64)
 			rw.Close()
 			if err := <-echoed; err != nil {
 				b.Fatal(err)
 			}
-			slices.Sort(rtt)
-			b.ReportMetric(float64(rtt[len(rtt)/2]), "p50-ns")
-			b.ReportMetric(float64(rtt[len(rtt)*99/100]), "p99-ns")
+			benchReportRTT(b, rtt)
 		})
 	}
 }
