@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -252,21 +251,23 @@ func (f readFuller) Next(n int) ([]byte, error) {
 	return f.buf[:k], err
 }
 
-// BenchmarkWriteTo drains the page-aligned stream into io.Discard with WriteTo, against
-// net.TCPConn read into a reused 512 KiB buffer (the buffer size zcfloor uses).
+// BenchmarkWriteTo drains each sender's stream into io.Discard with WriteTo in each
+// mode, against net.TCPConn read into a reused 512 KiB buffer (the buffer size zcfloor
+// uses).
 func BenchmarkWriteTo(b *testing.B) {
-	s := benchSenders[0]
-	b.Run("send="+s.name+"/recv=net-read512KiB", func(b *testing.B) {
-		benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
-			return benchReadAll(r, 512<<10)
-		})
-	})
-	for _, mode := range []Mode{ModeZeroCopy, ModeAuto} {
-		b.Run("send="+s.name+"/recv=writeto-"+mode.String(), func(b *testing.B) {
-			benchReceive(b, s.opts, true, mode, func(_ io.Reader, c *Conn) func() (int64, error) {
-				return func() (int64, error) { return c.WriteTo(io.Discard) }
+	for _, s := range benchSenders {
+		b.Run("send="+s.name+"/recv=net-read512KiB", func(b *testing.B) {
+			benchReceive(b, s.opts, false, 0, func(r io.Reader, _ *Conn) func() (int64, error) {
+				return benchReadAll(r, 512<<10)
 			})
 		})
+		for _, mode := range []Mode{ModeZeroCopy, ModeAuto, ModeCopy} {
+			b.Run("send="+s.name+"/recv=writeto-"+mode.String(), func(b *testing.B) {
+				benchReceive(b, s.opts, true, mode, func(_ io.Reader, c *Conn) func() (int64, error) {
+					return func() (int64, error) { return c.WriteTo(io.Discard) }
+				})
+			})
+		}
 	}
 }
 
@@ -294,27 +295,12 @@ func BenchmarkPingPong(b *testing.B) {
 				echoed <- err
 			}()
 			rw := benchAccept(b, ln, zc)
-			msg, in := make([]byte, 64), make([]byte, 64)
-			rtt := make([]time.Duration, b.N)
-			b.ResetTimer()
-			for i := range b.N {
-				t0 := time.Now()
-				if _, err := rw.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(rw, in); err != nil {
-					b.Fatal(err)
-				}
-				rtt[i] = time.Since(t0)
-			}
-			b.StopTimer()
+			rtt := benchRoundTrips(b, rw, 64)
 			rw.Close()
 			if err := <-echoed; err != nil {
 				b.Fatal(err)
 			}
-			slices.Sort(rtt)
-			b.ReportMetric(float64(rtt[len(rtt)/2]), "p50-ns")
-			b.ReportMetric(float64(rtt[len(rtt)*99/100]), "p99-ns")
+			benchReportRTT(b, rtt)
 		})
 	}
 }

@@ -86,7 +86,8 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 
 // newConn builds the read side over rc and the syscall layer s.
 func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
-	c := &Conn{mode: mode, ringSize: ringSize, st: new(counters), pol: newPolicy(mode, ringSize)}
+	c := &Conn{mode: mode, ringSize: ringSize, st: new(counters)}
+	c.pol = newPolicy(mode, ringSize, c.st)
 	r := &ring{want: ringSize, sys: s, st: c.st}
 	c.s = stream{ring: r}
 	c.f = filler{rc: rc, sys: s, s: &c.s, st: c.st, copyMode: mode == ModeCopy}

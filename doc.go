@@ -36,7 +36,9 @@
 // [Options].Mode chooses how a conn receives. [ModeAuto], the default, copies as
 // net.TCPConn does, and now and then probes the mapping path on this host and this
 // stream: it maps only where mapping measured clearly cheaper, and probes ever more
-// rarely where it does not. [ModeZeroCopy] maps whatever the kernel can map.
+// rarely where it does not; a conn receiving small messages never probes, whatever its
+// Read buffer. [ModeZeroCopy] maps whatever the kernel can map, and receives a stream
+// that keeps mapping nothing with recv(2), trying mapping again ever more rarely.
 // [ModeCopy] never maps. Where the kernel cannot map at all ([Supported] returns an
 // error: not Linux, Linux before 4.18, a sandbox refusing the call) every conn copies,
 // like a net.TCPConn.

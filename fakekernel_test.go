@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"unsafe"
@@ -146,6 +147,9 @@ type fakeKernel struct {
 
 	faults   fakeFaults
 	injected []string // faults that fired
+	// shape, when set, makes each skb instead of the input: 16 whole pages from stream
+	// offset start, which the kernel maps when shape(start) says so (else compound pages).
+	shape func(start int) bool
 
 	mu     sync.Mutex // guards res and closed: a GC cleanup may unmap after the test
 	res    []*fakeRes
@@ -201,6 +205,16 @@ func (k *fakeKernel) readable() bool {
 // nextSkb makes the peer's next skb (at most rest bytes).
 func (k *fakeKernel) nextSkb(rest int) fakeSkb {
 	b := fakeSkb{start: k.sent}
+	if k.shape != nil {
+		mappable := k.shape(b.start)
+		for range 16 {
+			b.frags = append(b.frags, fakeFrag{pageSize, mappable})
+		}
+		if b.len() > rest {
+			b.frags = []fakeFrag{{rest, false}}
+		}
+		return b
+	}
 	kind := k.src.byte() % 5
 	pages := 1 + int(k.src.byte()%16)
 	switch kind {
@@ -388,6 +402,11 @@ func (k *fakeKernel) reserveFn(fd int, length uintptr) (unsafe.Pointer, error) {
 		r.pages[i] = pgEmpty
 	}
 	k.mu.Lock()
+	// A reservation unmapped whole is forgotten: the kernel may hand its addresses out
+	// again, to this one.
+	k.res = slices.DeleteFunc(k.res, func(o *fakeRes) bool {
+		return !slices.ContainsFunc(o.pages, func(s int) bool { return s != pgUnmapped })
+	})
 	k.res = append(k.res, r)
 	k.mu.Unlock()
 	return p, nil

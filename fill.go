@@ -22,11 +22,13 @@ type fillResult struct {
 	// by a failure in it), and the fill took the copy path instead.
 	fellBack bool
 	// unmappable: the stream has mapped nothing for unmappableFills mapping fills in a
-	// row (this one included).
+	// row (this one included); skip is why this one mapped nothing.
 	unmappable bool
 	// queued is what the kernel reported still queued after the last mapping call of
 	// the fill (0 on the copy path, which is not told).
 	queued int
+	// skip is why this mapping fill mapped nothing (the kernel's skip hint's cause).
+	skip copyCause
 }
 
 // unmappableFills is the number of mapping fills in a row that map nothing after which
@@ -132,13 +134,13 @@ func (f *filler) fallBack() {
 	}
 }
 
-// copyCause is why a fill on the copy path copies: the policy chose to, or mapping is
-// not available to this conn.
+// copyCause is why a fill on the copy path copies: the policy's cause (its choice to
+// copy, or a ModeZeroCopy backoff's), or mapping is not available to this conn.
 func (f *filler) copyCause() copyCause {
 	if f.noMap && !f.copyMode {
 		return causeDisabled
 	}
-	return causePolicy
+	return f.ch.cause
 }
 
 // receiver is the backend of the current fill's path.

@@ -14,9 +14,16 @@ const (
 	// ModeAuto (the zero value) copies as net.TCPConn does and now and then probes the
 	// mapping path on this stream, priced in CPU time: it maps only where mapping came
 	// out clearly cheaper (twice in a row), and probes ever more rarely where it does
-	// not. Calls under 64 KiB always copy.
+	// not. Calls under 64 KiB, and calls on a conn whose reads receive less than 32 KiB
+	// on average (small messages, whatever the buffer), always copy and read no clock.
 	ModeAuto Mode = iota
 	// ModeZeroCopy maps whole pages whenever the kernel can, copying only what it cannot.
+	// A stream that maps nothing for several fills in a row (a sender's compound or
+	// page-cache pages, segments that do not carry whole pages, small messages) is
+	// received with recv(2) for a stretch of fills, after which one fill tries mapping
+	// again: the stretch doubles, up to 1024 fills, while the tries map nothing, and a
+	// try that maps ends it (Stats.MapBackoffs). WriteTo does not splice in this mode,
+	// so that mapping can resume.
 	ModeZeroCopy
 	// ModeCopy never maps: the conn behaves as a net.TCPConn with a pooled read buffer.
 	ModeCopy

@@ -10,8 +10,9 @@ import (
 // the read-side call adds how much it needs. The fill follows it; where it cannot (a
 // mapping fill with mapping off), it says so in its result (fillResult.fellBack).
 type choice struct {
-	mapping bool // map whole pages (else recv(2))
-	timed   bool // the fill is in a probe's window: measure its CPU time
+	mapping bool      // map whole pages (else recv(2))
+	timed   bool      // the fill is in a probe's window: measure its CPU time
+	cause   copyCause // on the copy path: why it copies (causePolicy unless said)
 
 	want  int // mapping: map up to want bytes
 	span  int // mapping: contiguous room the fill needs in the ring (Next's view)
@@ -34,11 +35,12 @@ type policy interface {
 	observe(ch choice, res fillResult, extra time.Duration)
 }
 
-// newPolicy returns the policy of mode for a conn whose ring is ringSize bytes.
-func newPolicy(mode Mode, ringSize int) policy {
+// newPolicy returns the policy of mode for a conn whose ring is ringSize bytes and whose
+// counters are st.
+func newPolicy(mode Mode, ringSize int, st *counters) policy {
 	switch mode {
 	case ModeZeroCopy:
-		return zerocopyPolicy{}
+		return &zerocopyPolicy{st: st}
 	case ModeCopy:
 		return copyPolicy{}
 	}
@@ -51,11 +53,46 @@ type copyPolicy struct{}
 func (copyPolicy) pick(int) choice                           { return choice{} }
 func (copyPolicy) observe(choice, fillResult, time.Duration) {}
 
-// zerocopyPolicy always maps.
-type zerocopyPolicy struct{}
+// zerocopyPolicy maps, and backs off a stream that maps nothing. Once unmappableFills
+// mapping fills in a row mapped nothing (the sender's pages are compound or page cache,
+// segments do not carry whole pages, messages are under a page), the conn copies for a
+// stretch of fills and then tries one mapping fill again: each try that maps nothing
+// doubles the stretch, from backoffFirst up to backoffMax fills, and a try that maps
+// ends the backoff. So a stream that never maps makes one mapping call in backoffMax
+// fills, and one that turns mappable maps again within a stretch. The stretch's copies
+// are counted under the cause the mapping calls met (CopiedPageKind, CopiedSegment or
+// CopiedTail), each stretch in Stats.MapBackoffs.
+type zerocopyPolicy struct {
+	st      *counters
+	copies  int       // fills left to copy before the next mapping try
+	stretch int       // the current stretch in fills; 0 while the stream maps
+	cause   copyCause // why the last mapping fills mapped nothing
+}
 
-func (zerocopyPolicy) pick(int) choice                           { return choice{mapping: true} }
-func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
+const (
+	backoffFirst = 16   // fills of the first backoff
+	backoffMax   = 1024 // the longest backoff, in fills
+)
+
+func (z *zerocopyPolicy) pick(int) choice {
+	if z.copies > 0 {
+		z.copies--
+		return choice{cause: z.cause}
+	}
+	return choice{mapping: true}
+}
+
+func (z *zerocopyPolicy) observe(ch choice, res fillResult, _ time.Duration) {
+	switch {
+	case !ch.mapping || res.n <= 0:
+	case res.mapped:
+		z.stretch = 0
+	case res.unmappable:
+		z.stretch = min(max(2*z.stretch, backoffFirst), backoffMax)
+		z.copies, z.cause = z.stretch, res.skip
+		z.st.backoffs.Add(1)
+	}
+}
 
 // The auto mode. Where mapping pays (bare metal, a NIC that splits headers) it saves a
 // copy of every byte; where it does not (page-table updates and TLB shootdowns are dear
@@ -72,10 +109,15 @@ func (zerocopyPolicy) observe(choice, fillResult, time.Duration) {}
 // A probe is due when the process's count of bulk fills reaches a mark; each probe that
 // mapping loses doubles the interval to the next, up to exploreMaxInterval fills, so
 // that where mapping does not pay the probes cost nothing measurable. A conn that maps
-// runs the probe again every recheckEvery bulk fills. Fills below bulkFill bytes always
-// copy: there a call's fixed cost dominates and both paths are the same copy.
+// runs the probe again every recheckEvery bulk fills. A fill is bulk by what the stream
+// delivers, not by what the call asks for: the call asks for bulkFill bytes or more and
+// the conn's recent fills delivered bulkDelivered bytes on average. Other fills copy,
+// count nothing and read no clock: there a call's fixed cost dominates and both paths
+// are the same copy, and a conn exchanging small messages costs what a net.TCPConn
+// costs whatever the size of its Read buffer.
 const (
-	bulkFill           = 64 << 10 // smaller fills copy, outside any window
+	bulkFill           = 64 << 10 // fills asking for less copy, outside any window
+	bulkDelivered      = 32 << 10 // the least average delivery of a bulk stream's fills
 	windowBytes        = 4 << 20  // each window's bytes (and at least one ring size)
 	exploreInterval    = 64       // process-wide bulk fills before the first probe
 	exploreMaxInterval = 1 << 16  // the rarest probe: 4 GiB or more of bulk fills
@@ -101,6 +143,7 @@ var hostAuto struct {
 
 // autoPolicy is one conn's state in the auto mode.
 type autoPolicy struct {
+	got    int                    // bytes a fill delivered: a moving average over ~8 fills
 	maps   bool                   // the last probe found mapping cheaper: the conn maps
 	won    bool                   // the probe under way confirms a winning one
 	phase  uint8                  // probeNone, probeCopy or probeMap
@@ -121,7 +164,7 @@ const (
 )
 
 func (a *autoPolicy) pick(size int) choice {
-	if size < bulkFill {
+	if size < bulkFill || a.got < bulkDelivered {
 		a.phase = probeNone // a small fill breaks a window: start again later
 		return choice{}
 	}
@@ -197,6 +240,9 @@ func (a *autoPolicy) lose() {
 }
 
 func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
+	if res.n > 0 {
+		a.got += (res.n - a.got) / 8
+	}
 	if a.phase == probeNone || !ch.timed || res.n <= 0 {
 		return
 	}

@@ -1,6 +1,7 @@
 package zcnet
 
 import (
+	"math/bits"
 	"testing"
 	"time"
 )
@@ -23,10 +24,20 @@ func resetHostAuto(t *testing.T) {
 // each mapping fill as mapped (or not) and each copy fill as copied, and returns how
 // many fills took the mapping path.
 func runAuto(a *autoPolicy, fills, size int, mapsHere bool) int {
-	mapping, streak := 0, 0 // streak: mapping fills in a row that mapped nothing, as the filler counts them
+	mapping, _ := runAutoGot(a, fills, size, size, mapsHere)
+	return mapping
+}
+
+// runAutoGot is runAuto for calls that ask for size bytes and fills that deliver got
+// bytes; it also returns how many fills were timed.
+func runAutoGot(a *autoPolicy, fills, size, got int, mapsHere bool) (mapping, timed int) {
+	streak := 0 // mapping fills in a row that mapped nothing, as the filler counts them
 	for range fills {
 		ch := a.pick(size)
-		res := fillResult{n: size, cpu: time.Duration(size / 10)}
+		if ch.timed {
+			timed++
+		}
+		res := fillResult{n: got, cpu: time.Duration(got / 10)}
 		if ch.mapping {
 			mapping++
 			res.mapped = mapsHere
@@ -37,19 +48,38 @@ func runAuto(a *autoPolicy, fills, size int, mapsHere bool) int {
 		}
 		a.observe(ch, res, 0)
 	}
-	return mapping
+	return mapping, timed
 }
 
 // TestAutoSmallFillsCopy: fills below bulkFill always copy and never count towards a
 // probe.
 func TestAutoSmallFillsCopy(t *testing.T) {
 	resetHostAuto(t)
-	a := newPolicy(ModeAuto, DefaultRingSize).(*autoPolicy)
+	a := newPolicy(ModeAuto, DefaultRingSize, new(counters)).(*autoPolicy)
 	if n := runAuto(a, 100000, bulkFill-1, true); n != 0 {
 		t.Fatalf("%d small fills mapped", n)
 	}
 	if hostAuto.fills.Load() != 0 {
 		t.Fatalf("small fills counted as bulk: %d", hostAuto.fills.Load())
+	}
+}
+
+// TestAutoSmallDeliveriesCopy: a conn that reads with a large buffer but receives small
+// messages (each fill delivers what one message carries) never opens a probe, never
+// times a fill and never counts towards the process's probes; once the same conn's
+// fills deliver bulk, it takes part in probes again.
+func TestAutoSmallDeliveriesCopy(t *testing.T) {
+	for _, got := range []int{64, 16 << 10, bulkDelivered - 1} {
+		resetHostAuto(t)
+		a := newPolicy(ModeAuto, DefaultRingSize, new(counters)).(*autoPolicy)
+		mapping, timed := runAutoGot(a, 100000, 512<<10, got, true)
+		if mapping != 0 || timed != 0 || hostAuto.fills.Load() != 0 {
+			t.Fatalf("fills delivering %d bytes into 512 KiB reads: %d mapped, %d timed, %d counted as bulk",
+				got, mapping, timed, hostAuto.fills.Load())
+		}
+		if _, timed := runAutoGot(a, 100000, 512<<10, 512<<10, true); timed == 0 || hostAuto.fills.Load() == 0 {
+			t.Fatalf("after fills of %d bytes, bulk fills: %d timed, %d counted as bulk", got, timed, hostAuto.fills.Load())
+		}
 	}
 }
 
@@ -59,7 +89,7 @@ func TestAutoSmallFillsCopy(t *testing.T) {
 func TestAutoBacksOff(t *testing.T) {
 	resetHostAuto(t)
 	const size = 512 << 10
-	a := newPolicy(ModeAuto, DefaultRingSize).(*autoPolicy)
+	a := newPolicy(ModeAuto, DefaultRingSize, new(counters)).(*autoPolicy)
 	const fills = 1 << 20
 	mapping := runAuto(a, fills, size, false)
 	if got := interval(); got != exploreMaxInterval {
@@ -95,7 +125,7 @@ func TestAutoDecides(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			resetHostAuto(t)
 			hostAuto.interval.Store(256)
-			a := &autoPolicy{phase: probeMap, copyNs: tc.copyNs, n: tc.n, mapped: tc.mapped}
+			a := &autoPolicy{phase: probeMap, copyNs: tc.copyNs, n: tc.n, mapped: tc.mapped, got: 1 << 20}
 			a.decide(tc.mapNs)
 			if tc.maps {
 				// A win starts a confirming probe; a second win maps.
@@ -119,5 +149,63 @@ func TestAutoDecides(t *testing.T) {
 				t.Fatal("a conn that won its probe copies")
 			}
 		})
+	}
+}
+
+// runZerocopy drives a ModeZeroCopy policy through fills, answering as the filler does
+// on a stream that maps (or not): a mapping fill that maps nothing after
+// unmappableFills-1 such fills in a row reports the stream unmappable, with cause. It
+// returns the fills that took the mapping path, and the index of the first one that
+// mapped (-1 if none).
+func runZerocopy(z *zerocopyPolicy, fills int, mapsHere bool, cause copyCause, streak *int) (mapping, first int) {
+	first = -1
+	for i := range fills {
+		ch := z.pick(512 << 10)
+		res := fillResult{n: 64 << 10}
+		if ch.mapping {
+			mapping++
+			if mapsHere {
+				*streak, res.mapped = 0, true
+				if first < 0 {
+					first = i
+				}
+			} else {
+				*streak = min(*streak+1, unmappableFills)
+				res.unmappable, res.skip = *streak >= unmappableFills, cause
+			}
+		} else if ch.cause != cause {
+			panic("a backoff's copy fill carries the wrong cause")
+		}
+		z.observe(ch, res, 0)
+	}
+	return mapping, first
+}
+
+// TestZerocopyBacksOff: a ModeZeroCopy conn on a stream that maps nothing makes a
+// vanishing share of mapping calls, copies under the cause its mapping calls met, and
+// counts its backoffs; once the stream maps again, it maps within one stretch, and from
+// then on every fill.
+func TestZerocopyBacksOff(t *testing.T) {
+	st := new(counters)
+	z := newPolicy(ModeZeroCopy, DefaultRingSize, st).(*zerocopyPolicy)
+	const fills = 1 << 17
+	streak := 0
+	mapping, _ := runZerocopy(z, fills, false, causePageKind, &streak)
+	// The stretches double from backoffFirst to backoffMax: one try each, then one try
+	// every backoffMax fills.
+	want := unmappableFills + bits.Len(backoffMax/backoffFirst) + fills/backoffMax
+	t.Logf("%d of %d fills took the mapping path (at most %d expected), %d backoffs", mapping, fills, want, st.backoffs.Load())
+	if mapping > want {
+		t.Fatalf("%d of %d fills on an unmappable stream took the mapping path, want at most %d", mapping, fills, want)
+	}
+	if b := st.backoffs.Load(); b == 0 || b > uint64(mapping) {
+		t.Fatalf("%d backoffs for %d mapping fills", b, mapping)
+	}
+	mapping, first := runZerocopy(z, 4*backoffMax, true, causePageKind, &streak)
+	if first < 0 || first > backoffMax {
+		t.Fatalf("the first mapping fill on a stream that maps again came after %d fills, want at most %d", first, backoffMax)
+	}
+	if mapping != 4*backoffMax-first {
+		t.Fatalf("after mapping resumed, %d of %d fills mapped", mapping, 4*backoffMax-first)
 	}
 }

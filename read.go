@@ -229,9 +229,10 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		ch := c.pol.pick(writeToBatch)
-		if (!ch.mapping || !c.f.maps()) && !c.s.errQueued() {
+		if !c.s.errQueued() && (!c.f.maps() || (!ch.mapping && c.mode != ModeZeroCopy)) {
 			// (A reset the mapping path took from the socket while bytes were still
-			// queued must come after them: splice would end the stream cleanly.)
+			// queued must come after them: splice would end the stream cleanly. A
+			// ModeZeroCopy conn that backs off tries mapping again later.)
 			if n, ok, err := c.splice(w); ok {
 				return total + n, err
 			}

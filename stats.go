@@ -26,7 +26,9 @@ type Stats struct {
 	// in user space; AssembledBytes had to be gathered into a pooled buffer by Next.
 	ViewBytes, AssembledBytes uint64
 	// CopiedBytes by cause: the five add up to CopiedBytes.
-	//   - CopiedPolicy: the mode chose to copy (ModeCopy, or ModeAuto found copying cheaper);
+	//   - CopiedPolicy: the mode chose to copy (ModeCopy, or ModeAuto found copying cheaper
+	//     or the conn's reads small); a ModeZeroCopy conn that backs off (MapBackoffs)
+	//     counts its copies under the cause its mapping calls met, one of the three below;
 	//   - CopiedDisabled: mapping was not available (unsupported host, a failed mapping
 	//     call, a process-wide budget reached; FallbackReason says which);
 	//   - CopiedSegment: segments do not carry whole pages of payload (TCP_INFO's rcv_mss
@@ -39,6 +41,11 @@ type Stats struct {
 	//     sender's pages are compound or page cache (on loopback, a sender without
 	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
 	CopiedPolicy, CopiedDisabled, CopiedTail, CopiedSegment, CopiedPageKind uint64
+	// MapBackoffs counts the times a ModeZeroCopy conn stopped mapping for a stretch of
+	// fills because its mapping calls mapped nothing (the copy causes above say why);
+	// it tries again after each stretch, which doubles while the stream keeps mapping
+	// nothing, and maps again as soon as a try maps.
+	MapBackoffs uint64
 	// SplicedBytes were moved by WriteTo from the socket to a file or socket with
 	// splice(2), in the kernel: neither mapped nor copied, and not in MappedShare.
 	SplicedBytes uint64
@@ -69,6 +76,7 @@ func (s *Stats) Add(o Stats) {
 	s.CopiedTail += o.CopiedTail
 	s.CopiedSegment += o.CopiedSegment
 	s.CopiedPageKind += o.CopiedPageKind
+	s.MapBackoffs += o.MapBackoffs
 	s.SplicedBytes += o.SplicedBytes
 	s.Releases += o.Releases
 	s.ReleasedBytes += o.ReleasedBytes
@@ -91,7 +99,7 @@ type counters struct {
 	mapped, copied, zcCalls, recvCalls, skips, waits atomic.Uint64
 	mapFills, copyFills, viewBytes, assembled        atomic.Uint64
 	copyCause                                        [numCauses]atomic.Uint64
-	releases, released, spliced                      atomic.Uint64
+	releases, released, spliced, backoffs            atomic.Uint64
 	reason                                           atomic.Pointer[string]
 }
 
@@ -112,6 +120,7 @@ func (c *counters) snapshot() Stats {
 		CopiedTail:     c.copyCause[causeTail].Load(),
 		CopiedSegment:  c.copyCause[causeSegment].Load(),
 		CopiedPageKind: c.copyCause[causePageKind].Load(),
+		MapBackoffs:    c.backoffs.Load(),
 		SplicedBytes:   c.spliced.Load(),
 		Releases:       c.releases.Load(),
 		ReleasedBytes:  c.released.Load(),

@@ -184,7 +184,8 @@ func (m *zerocopyReceiver) recvSkipped(f *filler, fd int) bool {
 	}
 	f.res.unmappable = m.unmappable >= unmappableFills
 	space := f.s.copySpace(min(hint, copyBufSize))
-	ok := f.read(fd, space[:min(len(space), hint)], false, m.skipCause(f, fd, inq))
+	f.res.skip = m.skipCause(f, fd, inq)
+	ok := f.read(fd, space[:min(len(space), hint)], false, f.res.skip)
 	m.small = ok && f.res.n > 0 && f.res.n < pageSize && inq < pageSize
 	return ok
 }
