@@ -210,8 +210,15 @@ func TestDialerHTTPTransport(t *testing.T) {
 	if ds := d.Stats(); ds != cs {
 		t.Errorf("Dialer Stats after Close %+v, want the conn's %+v", ds, cs)
 	}
-	if n := d.sums.liveCount(); n != 0 {
-		t.Errorf("the Dialer tracks %d live conns after Close, want 0", n)
+	// A Read the transport's reader has running when Close comes frees the conn (and
+	// folds it into the Dialer's sums) as it returns, on its own goroutine.
+	for end := time.Now().Add(5 * time.Second); d.sums.liveCount() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the Dialer tracks %d live conns 5 s after Close, want 0", d.sums.liveCount())
+		}
+	}
+	if ds := d.Stats(); ds != cs {
+		t.Errorf("Dialer Stats once the conn is freed %+v, want the conn's %+v", ds, cs)
 	}
 }
 
