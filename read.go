@@ -100,11 +100,23 @@ const maxReadMap = 1 << 20
 // keeps most views in place (Stats.ViewBytes against AssembledBytes shows the split).
 // Either way the slice is read-only and valid only until the next read-side call on the
 // conn (Read, Next, WriteTo, Close, File, or SyscallConn's Read), and only while the Conn
-// is reachable (keep a reference to it while the view is used: a Conn that is collected
-// is closed): after that its memory is reused or unmapped.
-// Writing into a slice that points into the mapping is a fatal fault of the process
-// (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it first if
-// it must be modified, or set Options.CopyViews while looking for such a bug.
+// is reachable: a Conn that is garbage collected is closed, and liveness is not lexical
+// (the Conn may be collected after its last use, while the view is still read). A
+// deferred c.Close() in the function that uses the view keeps c reachable and open until
+// the function returns; otherwise call runtime.KeepAlive(c) after the last use of the
+// view. Writing into a slice that points into the mapping is a fatal fault of the
+// process (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it
+// first if it must be modified, or set Options.CopyViews while looking for such a bug.
+//
+// A view used after its validity (a bug) sees, if it points into the mapping: later
+// bytes of its own stream, or a fatal fault (SIGBUS) once the ring has released those
+// pages; once the ring is given up (at Close or collection, and by an open conn after a
+// read waited long, or on the copy path), zeros while the ring's range waits in the
+// process's quarantine of given-up rings, and then, once the range has been unmapped
+// (the quarantine keeps at most a quarter of Limits.MaxRings and of MaxRingBytes, and
+// gives way to new rings past the limits), a fatal fault, or whatever is mapped at that
+// address later, another conn's ring included. A view of the pooled buffer keeps its
+// bytes after Close.
 //
 // At the end of the stream, Next returns the bytes left with io.ErrUnexpectedEOF, or nil
 // and io.EOF when none are left; after a reset it returns the bytes left with the error.
