@@ -55,6 +55,10 @@ type Conn struct {
 	reading bool
 
 	deadline atomic.Int64 // read deadline, UnixNano; 0 = none
+
+	// inWriteTo is set while a WriteTo holds readMu: other read-side calls, its
+	// writer's included, fail instead of waiting for it.
+	inWriteTo atomic.Bool
 }
 
 // NewConn wraps an established TCP connection. The Conn takes it over: use only the Conn
@@ -126,7 +130,12 @@ func (c *Conn) startRead() error {
 	if c == nil || c.st == nil {
 		return c.noSocket("read")
 	}
-	c.readMu.Lock()
+	if !c.readMu.TryLock() {
+		if c.inWriteTo.Load() {
+			return c.opErr("read", ErrWriteToActive)
+		}
+		c.readMu.Lock()
+	}
 	c.stateMu.Lock()
 	closed := c.closed
 	c.reading = !closed
@@ -152,10 +161,11 @@ func (c *Conn) endRead() {
 }
 
 // Close closes the connection. Pending reads and writes are unblocked and return errors
-// satisfying errors.Is(err, net.ErrClosed). As soon as no read-side call is running,
-// the ring's mapped pages are freed and its address range goes to a process-wide
-// quarantine, reading zeros, before it is unmapped (see Next for what a view used after
-// Close sees).
+// satisfying errors.Is(err, net.ErrClosed); a running WriteTo returns too (after the
+// Write it may be in, which is its writer's to end). As soon as no read-side call is
+// running, the ring's mapped pages are freed and its address range goes to a
+// process-wide quarantine, reading zeros, before it is unmapped (see Next for what a
+// view used after Close sees).
 func (c *Conn) Close() error {
 	if c == nil || c.st == nil {
 		return c.noSocket("close")

@@ -218,17 +218,31 @@ const writeToBatch = 1 << 20
 // copies and w is an *os.File, a *net.TCPConn, a *net.UnixConn or a *Conn, the bytes the
 // conn holds are written first and the rest moves from socket to w with splice(2), as
 // io.Copy from a net.TCPConn does. w must not keep the slices it is given, as io.Writer
-// requires. It returns the bytes written and the first error other than io.EOF.
+// requires. It returns the bytes written and the first error other than io.EOF, as
+// net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping the read's
+// *net.OpError or the writer's error. While it runs, other read-side calls on the conn
+// fail at once (see ErrWriteToActive); Close ends it.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	n, err := c.writeTo(w)
+	return n, c.writeToErr(err)
+}
+
+// writeTo is WriteTo with the errors of the read side.
+func (c *Conn) writeTo(w io.Writer) (int64, error) {
 	if err := c.startRead(); err != nil {
 		return 0, err
 	}
 	defer c.endRead()
+	c.inWriteTo.Store(true)
+	defer c.inWriteTo.Store(false)
 	if err := c.expired(); err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
+		if c.isClosed() {
+			return total, c.opErr("read", net.ErrClosed)
+		}
 		n, err := c.writeBuffered(w)
 		total += n
 		if err != nil {
