@@ -4,13 +4,11 @@ package zcnet
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -239,23 +237,7 @@ func TestExhaustedProcess(t *testing.T) {
 		return
 	}
 	requireSupported(t)
-	for _, what := range []string{"map-slots", "address-space"} {
-		t.Run(what, func(t *testing.T) {
-			if what == "address-space" && raceEnabled {
-				t.Skip("the race detector reserves terabytes of shadow address space: no RLIMIT_AS fits it")
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^TestExhaustedProcess$", "-test.v", "-test.count=1")
-			cmd.Env = append(os.Environ(), exhaustEnv+"="+what)
-			out, err := cmd.CombinedOutput()
-			t.Logf("child:\n%s", out)
-			if err != nil {
-				t.Fatalf("child process: %v", err)
-			}
-			if !bytes.Contains(out, []byte("exhausted: ok")) {
-				t.Fatal("the child did not report its checks")
-			}
-		})
-	}
+	runChildren(t, "TestExhaustedProcess", exhaustEnv, "exhausted: ok")
 }
 
 // exhaustedChild is TestExhaustedProcess's child: it exhausts what, then receives.

@@ -15,10 +15,14 @@ type Limits struct {
 	// MaxRings is how many conns may hold a ring at once. Each ring is one memory map
 	// of the process, and vm.max_map_count bounds them all: when the Go runtime cannot
 	// map memory it needs, the process dies, so rings must leave it room. The default is
-	// half the map slots free when the limits are first needed.
+	// half the map slots free when the limits are first needed. Rings given up (by
+	// closed, collected or long-idle conns) whose address ranges wait in the
+	// quarantine (see Conn.Close) count too: the quarantine keeps at most a quarter of
+	// MaxRings of them, and unmaps the oldest whenever a new ring would go past a limit.
 	MaxRings int
-	// MaxRingBytes bounds the address space reserved by all rings (RLIMIT_AS bounds the
-	// process's). The default is a quarter of what RLIMIT_AS leaves free, or no bound
+	// MaxRingBytes bounds the address space reserved by all rings, those in the
+	// quarantine included (at most a quarter of MaxRingBytes of them); RLIMIT_AS bounds
+	// the process's. The default is a quarter of what RLIMIT_AS leaves free, or no bound
 	// when there is no RLIMIT_AS.
 	MaxRingBytes int64
 	// MaxPinnedBytes bounds the bytes held in mapped pages by all conns: received bytes
@@ -36,7 +40,8 @@ type Limits struct {
 func DefaultLimits() Limits { return defaultLimits() }
 
 // SetLimits sets the process-wide limits for conns that map; a zero field takes its
-// default. Conns already past a lowered limit keep what they hold and take no more.
+// default. Conns already past a lowered limit keep what they hold and take no more; the
+// quarantine of given-up rings is cut to its new bound at once.
 func SetLimits(l Limits) error {
 	if l.MaxRings < 0 || l.MaxRingBytes < 0 || l.MaxPinnedBytes < 0 {
 		return fmt.Errorf("zcnet: negative limit in %+v", l)
@@ -53,6 +58,7 @@ func SetLimits(l Limits) error {
 	}
 	budget.lim.Store(&l)
 	budget.userSet.Store(true)
+	retired.trim()
 	return nil
 }
 
@@ -86,16 +92,20 @@ func (b *ringBudget) limits() *Limits {
 }
 
 // takeRing accounts for a new ring of size bytes, or reports false when it would exceed
-// a limit.
+// a limit even after the quarantine of retired rings has been emptied for it.
 func (b *ringBudget) takeRing(size int) bool {
-	l := b.limits()
-	n := b.rings.Add(1)
-	s := b.ringBytes.Add(int64(size))
-	if n > int64(l.MaxRings) || s > l.MaxRingBytes {
+	for {
+		l := b.limits()
+		n := b.rings.Add(1)
+		s := b.ringBytes.Add(int64(size))
+		if n <= int64(l.MaxRings) && s <= l.MaxRingBytes {
+			return true
+		}
 		b.putRing(size)
-		return false
+		if !retired.evictOne() {
+			return false
+		}
 	}
-	return true
 }
 
 // putRing gives back a ring's share.

@@ -23,7 +23,7 @@ import (
 // socket's.
 //
 // A Conn that is dropped without Close is closed when it is garbage collected, as a
-// net.TCPConn is: its ring is unmapped and its socket closed.
+// net.TCPConn is: its ring is given up (see Close) and its socket closed.
 type Conn struct {
 	tc       *net.TCPConn // nil only in tests that drive the read path alone
 	ringSize int
@@ -55,6 +55,10 @@ type Conn struct {
 	reading bool
 
 	deadline atomic.Int64 // read deadline, UnixNano; 0 = none
+
+	// inWriteTo is set while a WriteTo holds readMu: other read-side calls, its
+	// writer's included, fail instead of waiting for it.
+	inWriteTo atomic.Bool
 }
 
 // NewConn wraps an established TCP connection. The Conn takes it over: use only the Conn
@@ -97,9 +101,9 @@ func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	} else if err := Supported(); s == defaultSys && err != nil {
 		c.f.disable(err.Error())
 	}
-	// A dropped conn's ring is unmapped when the Conn is collected; without that, the
+	// A dropped conn's ring is given up when the Conn is collected; without that, the
 	// mapping would keep the socket open after its descriptor is finalized.
-	runtime.AddCleanup(c, (*ring).unmapDropped, r)
+	runtime.AddCleanup(c, (*ring).retireDropped, r)
 	return c
 }
 
@@ -126,7 +130,12 @@ func (c *Conn) startRead() error {
 	if c == nil || c.st == nil {
 		return c.noSocket("read")
 	}
-	c.readMu.Lock()
+	if !c.readMu.TryLock() {
+		if c.inWriteTo.Load() {
+			return c.opErr("read", ErrWriteToActive)
+		}
+		c.readMu.Lock()
+	}
 	c.stateMu.Lock()
 	closed := c.closed
 	c.reading = !closed
@@ -152,10 +161,11 @@ func (c *Conn) endRead() {
 }
 
 // Close closes the connection. Pending reads and writes are unblocked and return errors
-// satisfying errors.Is(err, net.ErrClosed). The ring is unmapped as soon as no read-side
-// call is running. A Next view must not be used after Close: a read racing Close sees
-// zeros rather than faulting, but once the Conn is garbage collected the range is
-// unmapped and may be reused for unrelated memory.
+// satisfying errors.Is(err, net.ErrClosed); a running WriteTo returns too (after the
+// Write it may be in, which is its writer's to end). As soon as no read-side call is
+// running, the ring's mapped pages are freed and its address range goes to a
+// process-wide quarantine, reading zeros, before it is unmapped (see Next for what a
+// view used after Close sees).
 func (c *Conn) Close() error {
 	if c == nil || c.st == nil {
 		return c.noSocket("close")
@@ -184,8 +194,7 @@ func (c *Conn) Close() error {
 // free releases the ring and the fallback buffer and hands the conn's final counters to
 // its Listener. It runs once, after Close, when no read-side call is running.
 func (c *Conn) free() {
-	// The pages under a live Next view are unmapped once the Conn is collected.
-	c.s.free(func(unmap func()) { runtime.AddCleanup(c, func(f func()) { f() }, unmap) })
+	c.s.free()
 	if c.onClose != nil {
 		c.onClose(c) // no read is left to count more bytes
 	}

@@ -18,13 +18,14 @@ var ErrBuffered = errors.New("zcnet: conn holds received bytes; reading the sock
 //   - Control runs f with the socket's descriptor, as net's: for socket options
 //     (TCP_USER_TIMEOUT, TCP_INFO, ...).
 //   - Write is net's: f may write to the socket.
-//   - Read waits for any read-side call in progress (Read, Next, WriteTo), then fails
-//     with a *net.OpError wrapping ErrBuffered if the conn holds received bytes not
-//     consumed yet, or net.ErrClosed once the conn is closed; otherwise it runs f as
-//     net's Read does, holding off the conn's own reads until it returns. Bytes f reads
-//     are not counted in Stats, and an error the conn has already taken from the kernel
-//     (a reset reported during a mapping call) is not seen by f. Like a read-side call,
-//     it ends the validity of the last Next view, and puts SO_RCVLOWAT back to 1.
+//   - Read waits for any read-side call in progress (Read, Next), then fails with a
+//     *net.OpError wrapping ErrBuffered if the conn holds received bytes not consumed
+//     yet (when that is, see File), ErrWriteToActive while a WriteTo runs, or
+//     net.ErrClosed once the conn is closed; otherwise it runs f as net's Read does,
+//     holding off the conn's own reads until it returns. Bytes f reads are not counted
+//     in Stats, and an error the conn has already taken from the kernel (a reset
+//     reported during a mapping call) is not seen by f. Like a read-side call, it ends
+//     the validity of the last Next view, and puts SO_RCVLOWAT back to 1.
 //
 // The RawConn is not net's own type, on purpose: os.File.ReadFrom splices straight from
 // the socket of a syscall.Conn whose RawConn is net's (it asks for its PollFD), which
@@ -90,12 +91,29 @@ func (c *Conn) lockEmpty(op string) error {
 // File returns a copy of the socket's file descriptor, as net.TCPConn.File; closing one
 // does not close the other. After waiting for any read-side call in progress, it fails
 // with a *net.OpError wrapping ErrBuffered when the conn holds received bytes not
-// consumed yet (reads from the file would skip them), and with net.ErrClosed once the
-// conn is closed. Reads from the file take bytes straight from the socket: once it is
-// returned, nothing stops them from racing the conn's own reads, so read from one of the
-// two only. The file is for socket options, for writing, and for handing the socket to
-// another process at a message boundary. Like a read-side call, File ends the validity of
-// the last Next view.
+// consumed yet (reads from the file would skip them), with ErrWriteToActive while a
+// WriteTo runs, and with net.ErrClosed once the conn is closed. Reads from the file take
+// bytes straight from the socket: once it is returned, nothing stops them from racing the
+// conn's own reads, so read from one of the two only. The file is for socket options, for
+// writing, and for handing the socket to another process. Like a read-side call, File
+// ends the validity of the last Next view.
+//
+// The conn reads ahead of its caller, and File (like SyscallConn's Read) then refuses
+// where net.TCPConn's would succeed. The conn holds received bytes after a call exactly
+// when the kernel handed it more than the call returned:
+//   - a Read with len(p) under 64 KiB, after a Read whose recv(2) filled its buffer,
+//     receives up to 64 KiB into a pooled buffer (a Read of 64 KiB or more, or one after
+//     a recv that did not fill its buffer, receives straight into p and holds nothing);
+//   - a Next(n) that copies receives what is queued, beyond n if more has arrived;
+//   - a Read or Next that maps (ModeZeroCopy, and ModeAuto where it chose to map) takes
+//     whole pages, and a Read up to 1 MiB while Reads keep draining without waiting;
+//     bytes the kernel cannot map are received into the pooled buffer;
+//   - WriteTo consumes the stream to its end.
+//
+// So to hand the socket over after a message, a ModeCopy conn whose Reads use a buffer of
+// at least 64 KiB (bufio.Reader's default is 4 KiB: use bufio.NewReaderSize) holds no
+// byte that net.TCPConn would not; otherwise check the error and carry on reading: the
+// refusal loses nothing.
 func (c *Conn) File() (*os.File, error) {
 	if c == nil || c.tc == nil {
 		return nil, c.noSocket("file")

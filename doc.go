@@ -55,8 +55,14 @@
 // [Conn.Next](n) returns the next n bytes as a view, pointing into the mapped pages
 // where they lie contiguously there, else into a pooled buffer. The view belongs to the
 // conn: it is valid only until the next read-side call on that conn (Read, Next,
-// WriteTo, Close, File, SyscallConn's Read), and only while the Conn is reachable,
-// after which its memory is reused or unmapped. Copy it to keep it.
+// WriteTo, Close, File, SyscallConn's Read), and only while the Conn is reachable, after
+// which its memory is reused or unmapped. Copy it to keep it. Reachability is not
+// lexical: a Conn may be collected (and so closed) after its last use while a view is
+// still read; a deferred Close in the handler, or runtime.KeepAlive(conn) after the
+// view's last use, keeps it. A view used after Close (or collection) reads zeros while
+// the closed ring's address range waits in a bounded, process-wide quarantine, counted by
+// [Limits]; once the range is unmapped, the read faults or sees whatever is mapped there
+// later. [Conn.Next] says what a stale view can see.
 //
 // [Conn.WriteTo](w), which io.Copy(w, conn) calls, passes w slices of the mapping. As the
 // io.Writer contract says, w must not keep them once Write returns.

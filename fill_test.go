@@ -560,7 +560,7 @@ func (r *fakeRun) step(buf []byte, drain bool) {
 		switch {
 		case err == nil:
 			r.endErr("WriteTo", io.EOF)
-		case err == errFakeWriter, isTimeout(err):
+		case errors.Is(err, errFakeWriter), isTimeout(err):
 		default:
 			r.endErr("WriteTo", err)
 		}

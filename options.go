@@ -71,7 +71,8 @@ type Options struct {
 	PageAlignedMSS bool
 	// CopyViews makes Next and WriteTo hand out copies instead of mapped memory, as a
 	// debugging aid: writing into a mapped view is a fatal fault of the process, and
-	// keeping one past its validity reads bytes of later messages. With CopyViews, such
+	// keeping one past its validity reads bytes of later messages, zeros, or memory
+	// mapped there later (see Conn.Next). With CopyViews, such
 	// code reads or writes a pooled buffer instead, and a race detector or a test can
 	// find it. It costs a copy of every byte.
 	CopyViews bool

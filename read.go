@@ -100,11 +100,23 @@ const maxReadMap = 1 << 20
 // keeps most views in place (Stats.ViewBytes against AssembledBytes shows the split).
 // Either way the slice is read-only and valid only until the next read-side call on the
 // conn (Read, Next, WriteTo, Close, File, or SyscallConn's Read), and only while the Conn
-// is reachable (keep a reference to it while the view is used: a Conn that is collected
-// is closed): after that its memory is reused or unmapped.
-// Writing into a slice that points into the mapping is a fatal fault of the process
-// (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it first if
-// it must be modified, or set Options.CopyViews while looking for such a bug.
+// is reachable: a Conn that is garbage collected is closed, and liveness is not lexical
+// (the Conn may be collected after its last use, while the view is still read). A
+// deferred c.Close() in the function that uses the view keeps c reachable and open until
+// the function returns; otherwise call runtime.KeepAlive(c) after the last use of the
+// view. Writing into a slice that points into the mapping is a fatal fault of the
+// process (the mapping is PROT_READ; the runtime cannot recover it as a panic): copy it
+// first if it must be modified, or set Options.CopyViews while looking for such a bug.
+//
+// A view used after its validity (a bug) sees, if it points into the mapping: later
+// bytes of its own stream, or a fatal fault (SIGBUS) once the ring has released those
+// pages; once the ring is given up (at Close or collection, and by an open conn after a
+// read waited long, or on the copy path), zeros while the ring's range waits in the
+// process's quarantine of given-up rings, and then, once the range has been unmapped
+// (the quarantine keeps at most a quarter of Limits.MaxRings and of MaxRingBytes, and
+// gives way to new rings past the limits), a fatal fault, or whatever is mapped at that
+// address later, another conn's ring included. A view of the pooled buffer keeps its
+// bytes after Close.
 //
 // At the end of the stream, Next returns the bytes left with io.ErrUnexpectedEOF, or nil
 // and io.EOF when none are left; after a reset it returns the bytes left with the error.
@@ -206,17 +218,31 @@ const writeToBatch = 1 << 20
 // copies and w is an *os.File, a *net.TCPConn, a *net.UnixConn or a *Conn, the bytes the
 // conn holds are written first and the rest moves from socket to w with splice(2), as
 // io.Copy from a net.TCPConn does. w must not keep the slices it is given, as io.Writer
-// requires. It returns the bytes written and the first error other than io.EOF.
+// requires. It returns the bytes written and the first error other than io.EOF, as
+// net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping the read's
+// *net.OpError or the writer's error. While it runs, other read-side calls on the conn
+// fail at once (see ErrWriteToActive); Close ends it.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	n, err := c.writeTo(w)
+	return n, c.writeToErr(err)
+}
+
+// writeTo is WriteTo with the errors of the read side.
+func (c *Conn) writeTo(w io.Writer) (int64, error) {
 	if err := c.startRead(); err != nil {
 		return 0, err
 	}
 	defer c.endRead()
+	c.inWriteTo.Store(true)
+	defer c.inWriteTo.Store(false)
 	if err := c.expired(); err != nil {
 		return 0, err
 	}
 	var total int64
 	for {
+		if c.isClosed() {
+			return total, c.opErr("read", net.ErrClosed)
+		}
 		n, err := c.writeBuffered(w)
 		total += n
 		if err != nil {

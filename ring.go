@@ -241,13 +241,13 @@ func (d *idler) wake() error {
 }
 
 // fire runs in the timer's goroutine: it releases the parked reader's consumed pages,
-// or unmaps the ring when nothing in it is pending.
+// or gives the ring up (to the quarantine) when nothing in it is pending.
 func (d *idler) fire() {
 	if !d.state.CompareAndSwap(idleParked, idleActing) {
 		return
 	}
 	if d.r.buffered() == 0 {
-		if err := d.r.unmap(); err != nil {
+		if err := d.r.retire(); err != nil {
 			d.err = fmt.Errorf("munmap: %w", err)
 		}
 	} else if err := d.r.release(); err != nil {
@@ -256,24 +256,12 @@ func (d *idler) fire() {
 	d.state.Store(idleDone)
 }
 
-// unmapIfEmpty unmaps the ring when it holds no pending byte.
-func (r *ring) unmapIfEmpty() error {
+// retireIfEmpty gives the ring up (to the quarantine) when it holds no pending byte.
+func (r *ring) retireIfEmpty() error {
 	if r.reserved() && r.head == r.tail {
-		return r.unmap()
+		return r.retire()
 	}
 	return nil
-}
-
-// unmapExcept unmaps the ring but for mem[lo:hi] (whole pages), which the caller has
-// taken over.
-func (r *ring) unmapExcept(lo, hi int) {
-	if lo > 0 {
-		r.sys.unmap(unsafe.Pointer(&r.mem[0]), uintptr(lo))
-	}
-	if hi < len(r.mem) {
-		r.sys.unmap(unsafe.Pointer(&r.mem[hi]), uintptr(len(r.mem)-hi))
-	}
-	r.forget()
 }
 
 // forget gives the ring's share of the budget back and empties it.
@@ -284,26 +272,9 @@ func (r *ring) forget() {
 	r.lo, r.head, r.tail = 0, 0, 0
 }
 
-// teardown unmaps the ring at Close. When mem[lo:hi] is a view a caller racing Close
-// may still read, the socket's pages under it (whole pages) are swapped for an empty
-// anonymous mapping, so that such a read sees zeros rather than faulting (the socket
-// memory is freed now); the rest is unmapped, and keep is handed the function that
-// unmaps the view's range, to run when nothing can reach the view any more.
-func (r *ring) teardown(lo, hi int, keep func(unmap func())) {
-	if lo &^= pageSize - 1; hi > 0 && r.reserved() && r.sys.mapAnon != nil {
-		hi = pages(hi)
-		view := r.mem[lo:hi]
-		if r.sys.mapAnon(unsafe.Pointer(&view[0]), uintptr(len(view))) == nil {
-			s := r.sys
-			keep(func() { s.unmap(unsafe.Pointer(&view[0]), uintptr(len(view))) })
-			r.unmapExcept(lo, hi)
-		}
-	}
-	r.unmap()
-}
-
 // pages rounds n up to whole pages.
 func pages(n int) int { return (n + pageSize - 1) &^ (pageSize - 1) }
 
-// unmapDropped is the cleanup of a Conn collected without Close.
-func (r *ring) unmapDropped() { r.unmap() }
+// retireDropped is the cleanup of a Conn collected without Close. The ring goes to the
+// quarantine: a view may outlive the Conn's last use.
+func (r *ring) retireDropped() { r.retire() }

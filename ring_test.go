@@ -123,52 +123,83 @@ func TestRingSpan(t *testing.T) {
 	}
 }
 
-// TestRingTeardownKeepsView: at teardown the pages under a view stay readable (zeros)
-// until the function handed to keep unmaps them; the rest of the ring is unmapped.
-func TestRingTeardownKeepsView(t *testing.T) {
+// TestRingRetire: a retired ring's whole range is replaced by an empty mapping (a view
+// reads zeros), its pinned pages are given back, and it stays counted by the limits
+// while it waits in the quarantine; evicted, it is unmapped and its share given back.
+func TestRingRetire(t *testing.T) {
 	r, k := newFakeRing(t, 8*pageSize)
 	fakeMap(t, k, r, 4*pageSize, 0, 0)
-	lo, hi := pageSize+100, 3*pageSize-5
-	view := r.mem[lo:hi]
-	r0 := &r.mem[0]
-	var unmap func()
-	r.teardown(lo, hi, func(f func()) { unmap = f })
-	if unmap == nil || r.reserved() {
-		t.Fatalf("teardown kept no view (%v) or left the ring reserved (%v)", unmap == nil, r.reserved())
+	view := r.mem[pageSize+100 : 3*pageSize-5]
+	addr := uintptr(unsafe.Pointer(&r.mem[0]))
+	res, base := k.findRes(addr)
+	size := r.size()
+	rings, ringBytes, pinned := budget.rings.Load(), budget.ringBytes.Load(), budget.pinned.Load()
+	if err := r.retire(); err != nil || r.reserved() {
+		t.Fatalf("retire: %v, ring reserved %v", err, r.reserved())
 	}
 	for i, b := range view {
 		if b != 0 {
-			t.Fatalf("view byte %d reads %d after teardown, want 0", i, b)
+			t.Fatalf("view byte %d reads %d after retire, want 0", i, b)
 		}
 	}
-	res, base := k.findRes(uintptr(unsafe.Pointer(r0)))
-	p0 := base + lo
-	for i, st := range res.pages {
-		want := pgUnmapped
-		if i >= p0/pageSize && i < (base+pages(hi))/pageSize {
-			want = pgAnon
-		}
-		if st != want {
-			t.Fatalf("page %d is in state %d, want %d", i, st, want)
+	for i := base / pageSize; i < (base+size)/pageSize; i++ {
+		if st := res.pages[i]; st != pgAnon {
+			t.Fatalf("page %d is in state %d after retire, want anonymous", i, st)
 		}
 	}
-	unmap()
-	if st := res.pages[p0/pageSize]; st != pgUnmapped {
-		t.Fatalf("the view's page is in state %d after its unmap, want unmapped", st)
+	if budget.rings.Load() != rings || budget.ringBytes.Load() != ringBytes {
+		t.Fatal("a retired ring is not counted by the limits")
+	}
+	if got := pinned - budget.pinned.Load(); got != 4*int64(pageSize) {
+		t.Fatalf("retire gave back %d pinned bytes, want %d", got, 4*pageSize)
+	}
+	// Evict it (and the older ranges before it): the shares of all go back.
+	n0, b0 := retired.held()
+	for inQuarantine(addr) {
+		if !retired.evictOne() {
+			t.Fatal("the range is in the quarantine but none could be evicted")
+		}
+	}
+	if st := res.pages[base/pageSize]; st != pgUnmapped {
+		t.Fatalf("an evicted range's page is in state %d, want unmapped", st)
+	}
+	n1, b1 := retired.held()
+	if budget.rings.Load() != rings-int64(n0-n1) || budget.ringBytes.Load() != ringBytes-(b0-b1) {
+		t.Fatal("the evicted ranges' share of the limits was not given back")
 	}
 }
 
-// TestRingTeardownWithoutView unmaps everything.
-func TestRingTeardownWithoutView(t *testing.T) {
+// TestRingRetireWithoutMapAnon: a ring that cannot be replaced by an empty mapping is
+// unmapped at once.
+func TestRingRetireWithoutMapAnon(t *testing.T) {
 	r, k := newFakeRing(t, 4*pageSize)
 	fakeMap(t, k, r, 2*pageSize, 0, 0)
 	res, _ := k.findRes(uintptr(unsafe.Pointer(&r.mem[0])))
-	r.teardown(0, 0, func(func()) { t.Fatal("teardown kept a view that was not there") })
+	r.sys.mapAnon = nil
+	n, _ := retired.held()
+	if err := r.retire(); err != nil {
+		t.Fatal(err)
+	}
 	for i, st := range res.pages {
 		if st != pgUnmapped {
-			t.Fatalf("page %d is in state %d after teardown, want unmapped", i, st)
+			t.Fatalf("page %d is in state %d after retire, want unmapped", i, st)
 		}
 	}
+	if m, _ := retired.held(); m > n {
+		t.Fatal("a ring that was unmapped went to the quarantine")
+	}
+}
+
+// inQuarantine reports whether the range starting at lo waits in the quarantine.
+func inQuarantine(lo uintptr) bool {
+	retired.mu.Lock()
+	defer retired.mu.Unlock()
+	for _, e := range retired.q {
+		if uintptr(e.addr) == lo {
+			return true
+		}
+	}
+	return false
 }
 
 // checkFakePat returns the index of the first byte of b that is not the fake stream's

@@ -105,8 +105,9 @@ func (s *stream) releaseRing() error {
 	return s.ring.release()
 }
 
-// dropEmptyRing unmaps the ring when it holds no pending byte.
-func (s *stream) dropEmptyRing() error { return s.ring.unmapIfEmpty() }
+// dropEmptyRing gives the ring up (to the quarantine, see ring.retire) when it holds no
+// pending byte.
+func (s *stream) dropEmptyRing() error { return s.ring.retireIfEmpty() }
 
 // parkRing hands the ring to the idle timer d while the reader waits (see idler).
 func (s *stream) parkRing(d *idler) { d.park(s.ring) }
@@ -251,11 +252,10 @@ func (s *stream) endView() {
 	s.buf.unhold()
 }
 
-// free releases the ring and the buffer at Close. The ring keeps the pages under a view
-// that may still be read readable (see ring.teardown); keep is handed what unmaps them
-// later.
-func (s *stream) free(keep func(unmap func())) {
-	s.ring.teardown(s.viewLo, s.viewHi, keep)
+// free releases the ring and the buffer at Close. The ring's range goes to the
+// quarantine, reading zeros, as a view may still be read (see ring.retire).
+func (s *stream) free() {
+	s.ring.retire() // a failed munmap leaves harmless address space
 	s.buf.drop()
 	s.endView()
 }

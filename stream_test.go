@@ -154,16 +154,14 @@ func TestStreamEnd(t *testing.T) {
 	}
 }
 
-// TestStreamFreeKeepsView: freeing a stream with a live view into the ring keeps the
-// view's pages readable and hands over what unmaps them.
-func TestStreamFreeKeepsView(t *testing.T) {
+// TestStreamFreeRetiresRing: freeing a stream with a live view into the ring gives the
+// ring up: the view reads zeros.
+func TestStreamFreeRetiresRing(t *testing.T) {
 	f := newFakeStream(t, 8*pageSize)
 	f.mapped(2*pageSize, 0)
 	v, _ := f.s.view(pageSize, true)
-	var unmap func()
-	f.s.free(func(u func()) { unmap = u })
-	if unmap == nil || f.s.ring.reserved() || v[0] != 0 {
-		t.Fatalf("free: kept %v, ring reserved %v, view reads %d", unmap != nil, f.s.ring.reserved(), v[0])
+	f.s.free()
+	if f.s.ring.reserved() || v[0] != 0 {
+		t.Fatalf("free: ring reserved %v, view reads %d", f.s.ring.reserved(), v[0])
 	}
-	unmap()
 }
