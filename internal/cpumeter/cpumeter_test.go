@@ -36,19 +36,26 @@ func TestMeterSubtractsTheSpinner(t *testing.T) {
 		t.Skip("the spinner needs a second CPU")
 	}
 	var spun time.Duration
+	var cpu, wall []float64
 	for i := range 20 {
 		m := Start(true)
 		time.Sleep(time.Duration(1+i%5) * time.Millisecond)
 		r := m.Stop()
 		spun += r.Spun
-		// The waiting goroutine and the runtime use a little CPU; the spinner's time
-		// is taken out whole, never more than the process counted.
-		if r.CPU < 0 || r.CPU > r.Wall {
+		cpu, wall = append(cpu, float64(r.CPU)), append(wall, float64(r.Wall))
+		// The spinner's time is taken out whole, never more than the process counted
+		// (with a clock tick of slack: the two are read from different clocks).
+		if r.CPU < -time.Millisecond {
 			t.Errorf("run %d: %v of CPU besides the spinner's %v, in %v", i, r.CPU, r.Spun, r.Wall)
 		}
 	}
 	if spun == 0 {
 		t.Error("the spinner never spun")
+	}
+	// The waiting goroutine and the runtime use a little CPU; on a loaded machine other
+	// threads of the process may run too, so only the typical run is bounded.
+	if c, w := Median(cpu), Median(wall); c > w {
+		t.Errorf("median CPU besides the spinner %v, more than the median wall time %v", time.Duration(c), time.Duration(w))
 	}
 }
 
