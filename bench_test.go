@@ -192,7 +192,11 @@ func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	}
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n>>20), "cpu-us/MiB")
 	if c != nil {
-		b.ReportMetric(100*c.Stats().MappedShare(), "mapped-%")
+		st := c.Stats()
+		b.ReportMetric(100*st.MappedShare(), "mapped-%")
+		b.ReportMetric(float64(st.Waits)/float64(n>>20), "waits/MiB")
+		b.ReportMetric(float64(st.BatchedWaits)/float64(n>>20), "batched/MiB")
+		b.ReportMetric(float64(st.BoundedWaits)/float64(n>>20), "bounded/MiB")
 	}
 }
 

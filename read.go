@@ -49,11 +49,12 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
 	// little and stops pins a little.
 	ch.want = max(pages(len(p)), c.readMap)
+	ch.lowatMax = len(p)
 	dst := p
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
-		dst, ch.copy = nil, copyBufSize
+		dst, ch.copy, ch.lowatMax = nil, copyBufSize, 0
 	}
 	res := c.f.fill(ch, dst)
 	if ch.mapping {
@@ -263,7 +264,8 @@ func (c *Conn) writeTo(w io.Writer) (int64, error) {
 				return total + n, err
 			}
 		}
-		ch.want, ch.copy, ch.lowat = min(writeToBatch, c.ringSize), copyBufSize, 1
+		ch.want, ch.copy, ch.lowat = min(writeToBatch, c.ringSize), c.f.batch.copySize(), 1
+		ch.lowatMax = writeToBatch
 		res := c.f.fill(ch, nil)
 		if res.fellBack {
 			ch.mapping = false

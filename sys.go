@@ -48,6 +48,9 @@ type sysCalls struct {
 	mapAnon func(addr unsafe.Pointer, length uintptr) error
 	// setRcvlowat is setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, n).
 	setRcvlowat func(fd int, n int) error
+	// rcvBuf is getsockopt(fd, SOL_SOCKET, SO_RCVBUF). It may be nil; the conn then
+	// never batches its wake-ups.
+	rcvBuf func(fd int) (int, error)
 	// rcvMSS is TCP_INFO's tcpi_rcv_mss: the size of the segments the peer sends. It
 	// may be nil; copied bytes are then not told apart by segment size.
 	rcvMSS func(fd int) (int, error)

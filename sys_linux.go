@@ -60,6 +60,9 @@ var linuxSys = sysCalls{
 	setRcvlowat: func(fd int, n int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n)
 	},
+	rcvBuf: func(fd int) (int, error) {
+		return unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	},
 	rcvMSS: func(fd int) (int, error) {
 		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
