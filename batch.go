@@ -18,10 +18,11 @@ import (
 // A fill batches only when all of these hold:
 //   - the call can take at least batchMin bytes at once (a Read's buffer, WriteTo's fill);
 //   - the stream streams: the conn's last fill that waited took all it asked (or, when
-//     batched, all its mark) or the kernel reported bytes still queued after it; or a
-//     fill found at least batchMin bytes queued without waiting. A fill that waited and
-//     got less than it asked (a bounded wait the timer ended, a request and its response)
-//     stops batching until then;
+//     batched, all its mark), or took copyBufSize bytes or more and the kernel reported
+//     bytes still queued after them (a mapping call's inq, or SIOCINQ); or a fill found at least
+//     batchMin bytes queued without waiting. A fill that waited and got less than it asked
+//     otherwise (a bounded wait the timer ended, a request and its response) stops
+//     batching until then;
 //   - at least batchMin bytes arrive within batchCap: the bound is the time the mark's
 //     bytes take at the stream's measured arrival rate (bytes over the time a fill waited
 //     for them), times batchMargin, plus batchSlack, and the mark is lowered until the
@@ -192,6 +193,14 @@ func (b *batcher) wake() bool {
 	b.state.Store(s - s%batchPhases)
 	b.st.bounded.Add(1)
 	return true
+}
+
+// asks reports whether the kernel should be asked how much is still queued after a fill
+// that could take want bytes received n: it waited and got copyBufSize or more, but less
+// than it asked, while the stream is not taken to stream. (A mapping call reports it anyway;
+// for a copy it is one ioctl, only on such fills.)
+func (b *batcher) asks(n, want int, waited bool) bool {
+	return waited && !b.streams && n >= copyBufSize && n < want && b.ctl != nil
 }
 
 // filled runs after a fill of a call that could take want bytes received n (more: the

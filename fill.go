@@ -25,7 +25,7 @@ type fillResult struct {
 	// row (this one included); skip is why this one mapped nothing.
 	unmappable bool
 	// queued is what the kernel reported still queued after the last mapping call of
-	// the fill (0 on the copy path, which is not told).
+	// the fill; on the copy path it is asked only when the batcher needs it (asks).
 	queued int
 	// skip is why this mapping fill mapped nothing (the kernel's skip hint's cause).
 	skip copyCause
@@ -146,8 +146,11 @@ func (f *filler) copyCause() copyCause {
 
 // receiver is the backend of the current fill's path.
 func (f *filler) receiver() receiver {
-	if f.ch.mapping {
+	switch {
+	case f.ch.mapping:
 		return &f.mapper
+	case f.ch.pipe != 0:
+		return pipeReceiver{}
 	}
 	return &f.copier
 }
@@ -203,6 +206,9 @@ func (f *filler) settle(n int, err error) bool {
 func (f *filler) received(n int, mapped bool) {
 	f.res.n, f.res.mapped = n, mapped
 	f.mapper.empties = 0
+	if !mapped && f.batch.asks(n, min(f.ch.lowatMax, f.room()), f.res.waited) && f.sys.inq != nil {
+		f.res.queued, _ = f.sys.inq(f.fd) // (a mapping call reports it)
+	}
 	if f.ch.timed {
 		f.res.cpu = time.Duration(cpuClock(clockThread) - f.t0)
 	}

@@ -297,6 +297,9 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 	var move func() (int64, error)
 	switch d := w.(type) {
 	case *os.File:
+		if appending(d) {
+			return 0, false, nil // splice refuses it: WriteTo copies
+		}
 		move = func() (int64, error) { return d.ReadFrom(c.tc) }
 	case *net.TCPConn:
 		move = func() (int64, error) { return d.ReadFrom(c.tc) }
@@ -309,6 +312,11 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 		move = func() (int64, error) { return d.tc.ReadFrom(c.tc) }
 	default:
 		return 0, false, nil
+	}
+	if dst, ok := spliceTo(w); ok && c.f.sys.splice != nil {
+		if n, ok, err := c.spliceLoop(dst); ok {
+			return n, true, err
+		}
 	}
 	n, err := c.f.splice(move, c.plainLowat)
 	return n, true, err
