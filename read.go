@@ -218,11 +218,12 @@ const writeToBatch = 1 << 20
 // mapped pages themselves (no copy in user space) where the conn maps. When the conn
 // copies and w is an *os.File, a *net.TCPConn, a *net.UnixConn or a *Conn, the bytes the
 // conn holds are written first and the rest moves from socket to w with splice(2), as
-// io.Copy from a net.TCPConn does. w must not keep the slices it is given, as io.Writer
-// requires. It returns the bytes written and the first error other than io.EOF, as
-// net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping the read's
-// *net.OpError or the writer's error. While it runs, other read-side calls on the conn
-// fail at once (see ErrWriteToActive); Close ends it.
+// io.Copy from a net.TCPConn does, through a pipe of the call's own (a file opened for
+// appending, which splice refuses, is copied into). w must not keep the slices it is
+// given, as io.Writer requires. It returns the bytes written and the first error other
+// than io.EOF, as net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping
+// the read's *net.OpError or the writer's error. While it runs, other read-side calls on
+// the conn fail at once (see ErrWriteToActive); Close ends it.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	n, err := c.writeTo(w)
 	return n, c.writeToErr(err)
