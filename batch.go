@@ -77,7 +77,10 @@ type batcher struct {
 	state atomic.Uint64 // arms<<2 | phase
 	due   atomic.Int64  // when the armed bound ends, on now's clock
 
-	streams  bool
+	streams bool
+	// small: the last fill got under copyBufSize and the stream does not stream (small
+	// requests and responses): waits read no clock until a bulk fill comes.
+	small    bool
 	ns       float64       // arrival rate, ns per byte (0: not measured yet)
 	parkedAt time.Duration // when the current fill first waited (0: it has not)
 	bound    time.Duration // the bound of the wait the current try parks in (0: none)
@@ -106,7 +109,7 @@ func (b *batcher) init(ctl func(func(fd uintptr)) error, s *sysCalls, st *counte
 // it waits under otherwise. It returns
 // the mark to wait under (see arm). A fill batches at most once.
 func (b *batcher) park(fd, want, plain int) int {
-	if want < copyBufSize || b.ctl == nil || b.rcvbuf == nil {
+	if want < copyBufSize || b.ctl == nil || b.rcvbuf == nil || b.small {
 		return plain
 	}
 	now := b.now()
@@ -229,6 +232,7 @@ func (b *batcher) filled(want, n int, more, waited bool) {
 		// amount says it streams.
 		b.streams = b.streams || n >= batchMin || more
 	}
+	b.small = !b.streams && n < copyBufSize
 	b.parkedAt, b.mark, b.bound = 0, 0, 0
 }
 
