@@ -41,7 +41,7 @@ import (
 // state makes a stale firing (a timer stopped too late) do nothing.
 const (
 	batchMin    = 128 << 10             // calls that take less never batch
-	batchCap    = 2 * time.Millisecond  // the longest bound of a batched wait
+	batchCap    = time.Millisecond      // the longest bound of a batched wait
 	batchMargin = 2                     // the bound over the mark's expected arrival time
 	batchSlack  = 50 * time.Microsecond // added to the bound: the wake-up's own latency
 	rcvbufEvery = 256                   // batched waits between two reads of SO_RCVBUF
