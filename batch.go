@@ -27,8 +27,9 @@ import (
 //     bytes take at the stream's measured arrival rate (bytes over the time a fill waited
 //     for them), times batchMargin, plus batchSlack, and the mark is lowered until the
 //     bound fits under batchCap. A stream too slow for that (one of many concurrent
-//     streams sharing the host, a slow peer) never batches: the poller already wakes its
-//     reader with more than one train queued.
+//     streams sharing the host, a slow peer) never batches, and neither asks the kernel
+//     what is queued nor reads SO_RCVBUF: the poller already wakes its reader with more
+//     than one train queued.
 //
 // The mark is at most a quarter of SO_RCVBUF (read now and then and cached): above
 // tcp_space_from_win(mark) > sk_rcvbuf, tcp_set_rcvlowat grows sk_rcvbuf and sets the
@@ -82,6 +83,7 @@ type batcher struct {
 	// requests and responses): waits read no clock until a bulk fill comes.
 	small    bool
 	ns       float64       // arrival rate, ns per byte (0: not measured yet)
+	slow     bool          // at that rate batchMin bytes take longer than the bound's cap
 	parkedAt time.Duration // when the current fill first waited (0: it has not)
 	bound    time.Duration // the bound of the wait the current try parks in (0: none)
 	mark     int           // the mark the current fill's batched wait asked for
@@ -118,7 +120,7 @@ func (b *batcher) park(fd, want, plain int) int {
 	} else if b.mark > 0 {
 		return plain // the fill batched once already: the bound is spent
 	}
-	if !b.streams || b.ns == 0 || want < batchMin {
+	if !b.streams || b.ns == 0 || want < batchMin || b.slow {
 		return plain
 	}
 	// The mark: what the call can take, what cannot clamp the window, and what arrives
@@ -203,7 +205,7 @@ func (b *batcher) wake() bool {
 // than it asked, while the stream is not taken to stream. (A mapping call reports it anyway;
 // for a copy it is one ioctl, only on such fills.)
 func (b *batcher) asks(n, want int, waited bool) bool {
-	return waited && !b.streams && n >= copyBufSize && n < want && b.ctl != nil
+	return waited && !b.streams && !b.slow && n >= copyBufSize && n < want && b.ctl != nil
 }
 
 // filled runs after a fill of a call that could take want bytes received n (more: the
@@ -221,6 +223,7 @@ func (b *batcher) filled(want, n int, more, waited bool) {
 		} else {
 			b.ns += (ns - b.ns) / 4
 		}
+		b.slow = float64(batchCap-batchSlack)/(b.ns*batchMargin) < batchMin
 	}
 	switch {
 	case b.mark > 0:
