@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -123,9 +124,8 @@ func benchChild(b *testing.B, env string, stdin io.Reader, wantStdout bool) (*ex
 }
 
 // benchStream starts a sender process that sends total bytes of the pattern (from stream
-// offset 0) with snd's options, and returns the accepted conn and a function that closes
-// it and waits for the sender to exit.
-func benchStream(b *testing.B, snd zcsend.Options, total int64) (*net.TCPConn, func()) {
+// offset 0) with snd's options, and returns the accepted conn and the sender.
+func benchStream(b *testing.B, snd zcsend.Options, total int64) (*net.TCPConn, *benchPeer) {
 	b.Helper()
 	ln := loopbackListen(b, snd.PageMSS)
 	defer ln.Close()
@@ -138,32 +138,88 @@ func benchStream(b *testing.B, snd zcsend.Options, total int64) (*net.TCPConn, f
 		b.Fatal(err)
 	}
 	tc := nc.(*net.TCPConn)
-	return tc, func() {
-		tc.Close()
-		if err := cmd.Wait(); err != nil {
-			b.Errorf("sender: %v", err)
+	return tc, &benchPeer{b: b, cmd: cmd, closers: []io.Closer{tc}}
+}
+
+// benchPeer is a sender process and the conns that receive from it.
+type benchPeer struct {
+	b       *testing.B
+	cmd     *exec.Cmd
+	closers []io.Closer
+	cpu0    time.Duration // the sender's CPU time when the measurement started
+	sent    time.Duration // its CPU time over the measurement, once done
+	ended   bool
+}
+
+// start marks the start of the measurement of the sender's CPU time.
+func (p *benchPeer) start() { p.cpu0 = taskCPU(p.cmd.Process.Pid) }
+
+// done closes the conns, waits for the sender to exit, and takes its CPU time since
+// start. It may be called more than once.
+func (p *benchPeer) done() {
+	if p.ended {
+		return
+	}
+	p.ended = true
+	for _, c := range slices.Backward(p.closers) {
+		c.Close()
+	}
+	if err := p.cmd.Wait(); err != nil {
+		p.b.Errorf("sender: %v", err)
+	}
+	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		p.sent = time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) - p.cpu0
+	}
+}
+
+// taskCPU is the CPU time of the running process pid so far: the sum over its threads
+// of the scheduler's run time (/proc/PID/task/*/schedstat, in ns), 0 if it cannot be
+// read. Minus the process's getrusage at exit, it leaves the CPU time it spent since.
+func taskCPU(pid int) time.Duration {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		data, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		if f := bytes.Fields(data); len(f) > 0 {
+			ns, _ := strconv.ParseInt(string(f[0]), 10, 64)
+			sum += time.Duration(ns)
 		}
 	}
+	return sum
+}
+
+// benchCPUMetrics reports the receiver's CPU time cpu, the sender's and their sum per
+// MiB of n bytes.
+func benchCPUMetrics(b *testing.B, n int64, cpu, sent time.Duration) {
+	mib := float64(n) / benchUnit
+	b.ReportMetric(float64(cpu.Microseconds())/mib, "cpu-us/MiB")
+	b.ReportMetric(float64(sent.Microseconds())/mib, "snd-cpu-us/MiB")
+	b.ReportMetric(float64((cpu+sent).Microseconds())/mib, "sum-cpu-us/MiB")
 }
 
 // benchConn starts a sender of total bytes (benchStream) and returns the reader a
 // receiver drains: the accepted TCPConn, or a Conn with mode around it when zc is set
-// (then also returned); done closes them and waits for the sender.
-func benchConn(b *testing.B, snd zcsend.Options, total int64, zc bool, mode Mode) (r io.Reader, c *Conn, done func()) {
+// (then also returned); the sender's done closes them and waits for it.
+func benchConn(b *testing.B, snd zcsend.Options, total int64, zc bool, mode Mode) (r io.Reader, c *Conn, p *benchPeer) {
 	b.Helper()
-	tc, finish := benchStream(b, snd, total)
+	tc, p := benchStream(b, snd, total)
 	if !zc {
-		return tc, nil, finish
+		return tc, nil, p
 	}
 	c, err := NewConn(tc, Options{Mode: mode})
 	if err != nil {
-		finish()
+		p.done()
 		b.Fatal(err)
 	}
-	return c, c, func() {
-		c.Close()
-		finish()
-	}
+	p.closers = append(p.closers, c)
+	return c, c, p
 }
 
 // benchReceive receives b.N MiB sent by a separate sender process with snd's options.
@@ -174,11 +230,12 @@ func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	setup func(r io.Reader, c *Conn) func() (int64, error)) {
 	b.StopTimer()
 	total := int64(b.N) * benchUnit
-	r, c, done := benchConn(b, snd, total, zc, mode)
-	defer done()
+	r, c, p := benchConn(b, snd, total, zc, mode)
+	defer p.done()
 	drain := setup(r, c)
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
+	p.start()
 	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := drain()
@@ -190,9 +247,14 @@ func benchReceive(b *testing.B, snd zcsend.Options, zc bool, mode Mode,
 	if n != total {
 		b.Fatalf("received %d bytes, want %d", n, total)
 	}
-	b.ReportMetric(float64(cpu.Microseconds())/float64(n>>20), "cpu-us/MiB")
+	p.done()
+	benchCPUMetrics(b, n, cpu, p.sent)
 	if c != nil {
-		b.ReportMetric(100*c.Stats().MappedShare(), "mapped-%")
+		st := c.Stats()
+		b.ReportMetric(100*st.MappedShare(), "mapped-%")
+		b.ReportMetric(float64(st.Waits)/float64(n>>20), "waits/MiB")
+		b.ReportMetric(float64(st.BatchedWaits)/float64(n>>20), "batched/MiB")
+		b.ReportMetric(float64(st.BoundedWaits)/float64(n>>20), "bounded/MiB")
 	}
 }
 
@@ -202,11 +264,11 @@ func benchReadAll(r io.Reader, size int) func() (int64, error) {
 	return func() (int64, error) { return zcsend.DrainRead(r, buf, nil) }
 }
 
-// BenchmarkRead is the drop-in path: Read into a reused buffer of 4 KiB, 64 KiB or 1 MiB,
+// BenchmarkRead is the drop-in path: Read into a reused buffer of 4 KiB to 1 MiB,
 // from each sender, by net.TCPConn and by a zcnet Conn in each mode.
 func BenchmarkRead(b *testing.B) {
 	for _, s := range benchSenders {
-		for _, size := range []int{4 << 10, 64 << 10, 1 << 20} {
+		for _, size := range []int{4 << 10, 32 << 10, 64 << 10, 512 << 10, 1 << 20} {
 			for _, rv := range benchRecvs {
 				name := fmt.Sprintf("send=%s/size=%dKiB/recv=%s", s.name, size>>10, rv.name)
 				b.Run(name, func(b *testing.B) {

@@ -135,8 +135,8 @@ func BenchmarkReadBusy(b *testing.B) {
 func wlBusy(b *testing.B, snd zcsend.Options, zc bool, mode Mode, drain func(io.Reader, *Conn) (int64, error)) {
 	b.StopTimer()
 	total := int64(b.N) * benchUnit
-	r, c, done := benchConn(b, snd, total, zc, mode)
-	defer done()
+	r, c, p := benchConn(b, snd, total, zc, mode)
+	defer p.done()
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	tlb := wlTLB(b)
@@ -202,7 +202,7 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 	defer f.Close()
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
-	var cpu time.Duration
+	var cpu, sent time.Duration
 	var st Stats
 	var tlb int64
 	_, tlbOK := wlShootdowns()
@@ -215,13 +215,13 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			b.Fatal(err)
 		}
-		c, t := wlSinkConn(b, f, snd, size, zc, mode, &st)
+		c, t := wlSinkConn(b, f, snd, size, zc, mode, &st, &sent)
 		cpu, tlb = cpu+c, tlb+t
 		if err := wlCheckFile(f, size); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/MiB")
+	benchCPUMetrics(b, int64(b.N)*benchUnit, cpu, sent)
 	if tlbOK {
 		b.ReportMetric(float64(tlb)/float64(b.N), "tlb-shootdowns/MiB")
 	}
@@ -231,17 +231,21 @@ func wlFileSink(b *testing.B, dir string, snd zcsend.Options, zc bool, mode Mode
 }
 
 // wlSinkConn copies one sender conn of size bytes into f and returns the CPU time it
-// took and the TLB shootdowns (wlShootdowns) meanwhile; the conn's Stats are added to st.
-func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc bool, mode Mode, st *Stats) (time.Duration, int64) {
-	r, c, done := benchConn(b, snd, size, zc, mode)
-	defer done()
+// took and the TLB shootdowns (wlShootdowns) meanwhile; the conn's Stats are added to st,
+// the sender's CPU time to sent.
+func wlSinkConn(b *testing.B, f *os.File, snd zcsend.Options, size int64, zc bool, mode Mode, st *Stats, sent *time.Duration) (time.Duration, int64) {
+	r, c, p := benchConn(b, snd, size, zc, mode)
+	defer p.done()
 	tlb0, _ := wlShootdowns()
+	p.start()
 	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := io.Copy(f, r)
 	b.StopTimer()
 	cpu := cpumeter.Process() - cpu0
 	tlb1, _ := wlShootdowns()
+	p.done()
+	*sent += p.sent
 	if c != nil {
 		st.Add(c.Stats())
 	}
@@ -324,11 +328,12 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	}
 	backend := bc.(*net.TCPConn)
 	defer backend.Close()
-	r, c, done := benchConn(b, snd, total, zc, mode)
-	defer done()
+	r, c, p := benchConn(b, snd, total, zc, mode)
+	defer p.done()
 	b.SetBytes(benchUnit)
 	b.ResetTimer()
 	tlb := wlTLB(b)
+	p.start()
 	cpu0 := cpumeter.Process()
 	b.StartTimer()
 	n, err := io.Copy(backend, r)
@@ -351,7 +356,8 @@ func wlProxy(b *testing.B, snd zcsend.Options, zc bool, mode Mode) {
 	if n != total || res.n != total {
 		b.Fatalf("proxied %d bytes, backend got %d, want %d", n, res.n, total)
 	}
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/MiB")
+	p.done()
+	benchCPUMetrics(b, total, cpu, p.sent)
 	if c != nil {
 		b.ReportMetric(100*c.Stats().MappedShare(), "mapped-%")
 	}

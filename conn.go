@@ -83,6 +83,7 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 	}
 	zc := newConn(rc, s, opts.Mode, size)
 	zc.tc, zc.f.conn = c, c
+	zc.f.batch.ctl = rc.Control
 	zc.copyViews = opts.CopyViews
 	zc.laddr, zc.raddr = c.LocalAddr(), c.RemoteAddr()
 	return zc, nil
@@ -96,6 +97,7 @@ func newConn(rc rawConn, s *sysCalls, mode Mode, ringSize int) *Conn {
 	c.s = stream{ring: r}
 	c.f = filler{rc: rc, sys: s, s: &c.s, st: c.st, copyMode: mode == ModeCopy}
 	c.f.tryFn = c.f.try
+	c.f.batch.init(nil, s, c.st)
 	if mode == ModeCopy {
 		c.f.disable("ModeCopy")
 	} else if err := Supported(); s == defaultSys && err != nil {

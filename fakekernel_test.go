@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -138,6 +139,14 @@ type fakeKernel struct {
 	shut    bool       // RCV_SHUTDOWN
 	sockErr unix.Errno // pending sk_err
 	lowat   int
+	rcvbuf  int  // SO_RCVBUF (0: not chosen yet)
+	gone    bool // the conn was closed: Control fails
+
+	// The clock and the batching timer (one per conn, as the batcher makes).
+	clock  time.Duration
+	timer  *fakeTimer
+	lowats int // setsockopt SO_RCVLOWAT calls
+	fires  int // bounds that ended a batched wait
 
 	// The poller.
 	pending   bool   // an event arrived since the reader last checked
@@ -176,8 +185,69 @@ func (k *fakeKernel) sys() *sysCalls {
 		peek:        k.peekFn,
 		mapAnon:     k.mapAnonFn,
 		setRcvlowat: k.setRcvlowatFn,
+		rcvBuf:      k.rcvBufFn,
 	}
 }
+
+// batchOn makes c batch its wake-ups over the fake: Control, the timer and the clock are
+// the fake's.
+func (k *fakeKernel) batchOn(c *Conn) {
+	b := &c.f.batch
+	b.ctl = k.Control
+	b.now = func() time.Duration { return k.clock + 1 }
+	b.after = func(d time.Duration, f func()) batchTimer {
+		if k.timer != nil {
+			k.fatalf("a second batching timer for one conn")
+		}
+		k.timer = &fakeTimer{k: k, f: f}
+		k.timer.Reset(d)
+		return k.timer
+	}
+}
+
+// fakeTimer is the batching timer on the fake's clock: the fake's poller fires it.
+type fakeTimer struct {
+	k     *fakeKernel
+	f     func()
+	at    time.Duration
+	armed bool
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	if d <= 0 || d > batchCap {
+		t.k.fatalf("batched wait bounded by %v, want (0, %v]", d, batchCap)
+	}
+	was := t.armed
+	t.armed, t.at = true, t.k.clock+d
+	return was
+}
+
+func (t *fakeTimer) Stop() bool {
+	was := t.armed
+	t.armed = false
+	return was
+}
+
+// fire runs the timer's function as its time comes.
+func (t *fakeTimer) fire() {
+	t.armed = false
+	t.k.clock = max(t.k.clock, t.at)
+	t.f()
+}
+
+// Control is the fake RawConn's Control: it fails once the conn is closed, as the real
+// one does, so that a late timer touches no descriptor.
+func (k *fakeKernel) Control(f func(fd uintptr)) error {
+	if k.gone {
+		return net.ErrClosed
+	}
+	f(fakeFD)
+	return nil
+}
+
+// batchedWait reports whether the reader waits under a raised mark that its bound will
+// lower.
+func (k *fakeKernel) batchedWait() bool { return k.timer != nil && k.timer.armed }
 
 func (k *fakeKernel) fatalf(format string, args ...any) {
 	k.tb.Helper()
@@ -282,6 +352,7 @@ func (k *fakeKernel) arrive() bool {
 		k.pending = true
 	}
 	k.spin = 0
+	k.clock += time.Duration(1+int(k.src.byte())) * time.Microsecond
 	return true
 }
 
@@ -325,12 +396,25 @@ func (k *fakeKernel) Read(f func(fd uintptr) bool) error {
 			k.fatalf("%s waits in the poller on a readable socket (%d bytes queued, lowat %d, shutdown %v, error %v): no event will wake it (%v)",
 				k.inCall, k.inq(), k.lowat, k.shut, k.sockErr, k)
 		}
-		if k.lowat > 1 && k.inCall != "Next" {
-			k.fatalf("%s waits with SO_RCVLOWAT %d: a peer that sends less stalls", k.inCall, k.lowat)
+		if k.lowat > 1 && k.inCall != "Next" && !k.batchedWait() {
+			k.fatalf("%s waits with SO_RCVLOWAT %d and no bound: a peer that sends less stalls", k.inCall, k.lowat)
 		}
 		if k.deadlines < 6 && k.src.rare(10) {
 			k.deadlines++
 			return &net.OpError{Op: "raw-read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		if k.batchedWait() && k.src.rare(64) {
+			// The peer sends less than the mark and waits: only the bound ends the
+			// wait. Lowering the mark wakes the reader when bytes are queued.
+			k.fires++
+			k.timer.fire()
+			if k.lowat != 1 {
+				k.fatalf("%s: the bound left SO_RCVLOWAT at %d", k.inCall, k.lowat)
+			}
+			if k.pending {
+				k.pending = false
+				continue
+			}
 		}
 		for !k.readable() {
 			if !k.arrive() {
@@ -477,8 +561,26 @@ func (k *fakeKernel) mapAnonFn(addr unsafe.Pointer, length uintptr) error {
 
 func (k *fakeKernel) setRcvlowatFn(fd int, n int) error {
 	k.checkFD(fd)
+	k.lowats++
+	if n > 1 && k.inCall != "Next" && (k.rcvbuf == 0 || n > k.rcvbuf/4) {
+		// tcp_set_rcvlowat: above tcp_space_from_win(n) > sk_rcvbuf the window clamp
+		// becomes n. A batched mark stays under a quarter of SO_RCVBUF.
+		k.fatalf("%s sets SO_RCVLOWAT %d with SO_RCVBUF %d: the window would be clamped", k.inCall, n, k.rcvbuf)
+	}
 	k.lowat = max(n, 1)
+	if k.readable() {
+		k.pending = true // tcp_set_rcvlowat calls tcp_data_ready
+	}
 	return nil
+}
+
+// rcvBufFn is getsockopt SO_RCVBUF: autotuning may have grown it since the last call.
+func (k *fakeKernel) rcvBufFn(fd int) (int, error) {
+	k.checkFD(fd)
+	if k.rcvbuf == 0 || k.src.rare(64) {
+		k.rcvbuf = max(k.rcvbuf, []int{128 << 10, 1 << 20, 4 << 20, 32 << 20}[k.src.byte()%4])
+	}
+	return k.rcvbuf, nil
 }
 
 func (k *fakeKernel) recvFn(fd int, p []byte) (int, error) {

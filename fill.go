@@ -25,7 +25,7 @@ type fillResult struct {
 	// row (this one included); skip is why this one mapped nothing.
 	unmappable bool
 	// queued is what the kernel reported still queued after the last mapping call of
-	// the fill (0 on the copy path, which is not told).
+	// the fill; on the copy path it is asked only when the batcher needs it (asks).
 	queued int
 	// skip is why this mapping fill mapped nothing (the kernel's skip hint's cause).
 	skip copyCause
@@ -56,6 +56,7 @@ type filler struct {
 	s      *stream
 	st     *counters
 	timer  idler // releases the ring of a reader parked long
+	batch  batcher
 	tryFn  func(fd uintptr) bool
 	mapper zerocopyReceiver
 	copier copyReceiver
@@ -65,6 +66,7 @@ type filler struct {
 	cause copyCause  // why the copy path copies (causePolicy or causeDisabled)
 	res   fillResult // the current fill's
 	t0    int64      // thread CPU time at the start of a timed try
+	fd    int        // the socket, during a try
 
 	noMap    bool // mapping is off for good (ModeCopy, unsupported, or a failure)
 	copyMode bool // the conn's mode is ModeCopy: copies are the policy's
@@ -104,11 +106,10 @@ func (f *filler) fill(ch choice, dst []byte) fillResult {
 	if err != nil {
 		// rc.Read gave up while the reader was parked: take the ring back. (A try that
 		// returned true woke at its start and did not park after.)
-		if ierr := f.timer.wake(); ierr != nil {
-			f.disable(ierr.Error())
-		}
+		f.unpark()
 	}
 	res := f.res
+	f.batch.filled(min(f.ch.lowatMax, f.room()), res.n, res.queued > 0, res.waited)
 	f.dst, f.res = nil, fillResult{}
 	f.s.dropEmptyBuf()
 	switch {
@@ -145,8 +146,11 @@ func (f *filler) copyCause() copyCause {
 
 // receiver is the backend of the current fill's path.
 func (f *filler) receiver() receiver {
-	if f.ch.mapping {
+	switch {
+	case f.ch.mapping:
 		return &f.mapper
+	case f.ch.pipe != 0:
+		return pipeReceiver{}
 	}
 	return &f.copier
 }
@@ -154,10 +158,8 @@ func (f *filler) receiver() receiver {
 // try is one attempt of the fill, run by the poller with the socket's fd: it returns
 // false to wait for the socket to become readable.
 func (f *filler) try(fd uintptr) bool {
-	if err := f.timer.wake(); err != nil {
-		f.disable(err.Error())
-	}
-	f.setLowat(int(fd), max(f.ch.lowat-f.res.n, 1))
+	f.unpark()
+	f.fd = int(fd)
 	if f.ch.timed && f.res.n == 0 {
 		f.t0 = cpuClock(clockThread)
 	}
@@ -204,20 +206,48 @@ func (f *filler) settle(n int, err error) bool {
 func (f *filler) received(n int, mapped bool) {
 	f.res.n, f.res.mapped = n, mapped
 	f.mapper.empties = 0
+	if !mapped && f.batch.asks(n, min(f.ch.lowatMax, f.room()), f.res.waited) && f.sys.inq != nil {
+		f.res.queued, _ = f.sys.inq(f.fd) // (a mapping call reports it)
+	}
 	if f.ch.timed {
 		f.res.cpu = time.Duration(cpuClock(clockThread) - f.t0)
 	}
 }
 
 // wait runs before the reader waits in the poller: it counts the wait, returns an empty
-// buffer to the pool, and arms the idle timer, which releases the ring's consumed pages
-// (or the whole ring) if the wait turns out long.
+// buffer to the pool, arms the idle timer, which releases the ring's consumed pages (or
+// the whole ring) if the wait turns out long, and sets SO_RCVLOWAT: the bytes Next still
+// misses, a batched wait's mark (up to choice.lowatMax, whose bound it then arms), or 1.
 func (f *filler) wait() {
 	f.st.waits.Add(1)
 	f.res.waited = true
 	f.s.dropEmptyBuf()
 	if !f.noMap {
 		f.s.parkRing(&f.timer)
+	}
+	f.setLowat(f.fd, f.batch.park(f.fd, min(f.ch.lowatMax, f.room())-f.res.n, max(f.ch.lowat-f.res.n, 1)))
+	f.batch.arm()
+}
+
+// room is what the current fill's path can take at once.
+func (f *filler) room() int {
+	switch {
+	case f.ch.mapping:
+		return f.ch.want
+	case f.dst != nil:
+		return len(f.dst)
+	}
+	return f.ch.copy
+}
+
+// unpark runs when the reader runs again after a wait (or gave up waiting): it takes the
+// ring back from the idle timer and stops a batched wait's bound.
+func (f *filler) unpark() {
+	if err := f.timer.wake(); err != nil {
+		f.disable(err.Error())
+	}
+	if f.batch.wake() {
+		f.lowat = 1 // the bound lowered the mark
 	}
 }
 

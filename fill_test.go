@@ -376,6 +376,8 @@ func (r *fakeRun) closeEarly() {
 	if err := c.Close(); err != nil {
 		r.t.Fatalf("Close: %v", err)
 	}
+	r.k.gone = true
+	r.staleFire("after Close")
 	zeros, same := true, true
 	for i, b := range r.view {
 		zeros = zeros && b == 0
@@ -396,6 +398,21 @@ func (r *fakeRun) closeEarly() {
 	st := c.Stats()
 	if int(st.MappedBytes) != r.k.mappedBytes || int(st.CopiedBytes) != r.k.recvBytes {
 		r.t.Fatalf("stats %+v do not match the kernel's %v", st, r.k)
+	}
+}
+
+// staleFire runs the batching timer's function outside any wait, as a timer stopped too
+// late (or racing Close) does: it must not touch the socket.
+func (r *fakeRun) staleFire(when string) {
+	r.t.Helper()
+	k := r.k
+	if k.timer == nil {
+		return
+	}
+	lowats, lowat := k.lowats, k.lowat
+	k.timer.f()
+	if k.lowats != lowats || k.lowat != lowat {
+		r.t.Fatalf("a stale bound %s set SO_RCVLOWAT (%d -> %d)", when, lowat, k.lowat)
 	}
 }
 
@@ -457,6 +474,9 @@ func (r *fakeRun) step(buf []byte, drain bool) {
 	r.t.Helper()
 	c, src := r.c, r.src
 	r.view = nil // every read-side call ends the validity of the last view
+	if src.rare(16) {
+		r.staleFire("between calls")
+	}
 	op := src.byte() % 8
 	if drain || src.exhausted() {
 		op = 0 // drain with reads once the input is used up
@@ -598,6 +618,7 @@ func runFake(t testing.TB, data []byte) *fakeRun {
 		sys.peek = nil // a layer without MSG_PEEK: the read path reads instead
 	}
 	r.c = newConn(k, sys, mode, ring)
+	k.batchOn(r.c)
 	defer k.finish()
 	buf := make([]byte, 2*ring+pageSize)
 	for steps := 0; !r.ended; steps++ {
@@ -632,9 +653,14 @@ func runFake(t testing.TB, data []byte) *fakeRun {
 			t.Fatalf("fault %q injected, FallbackReason %q", inj, st.FallbackReason)
 		}
 	}
+	if st.BoundedWaits != uint64(k.fires) || st.BatchedWaits < st.BoundedWaits {
+		t.Fatalf("stats count %d batched and %d bounded waits, the fake ended %d", st.BatchedWaits, st.BoundedWaits, k.fires)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	k.gone = true
+	r.staleFire("after Close")
 	if _, err := c.Read(buf[:1]); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read after Close: %v", err)
 	}
@@ -655,6 +681,38 @@ func FuzzReadPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		runFake(t, data)
 	})
+}
+
+// TestFakeBatching runs the fake on generated inputs and checks that batched waits
+// happen in every mode, that some are ended by their bound (a wake that never comes),
+// and that the stream stays exact (runFake checks it, and the counts, for each).
+func TestFakeBatching(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 0))
+	var batched, bounded [3]uint64
+	for i := 0; i < 150; i++ {
+		data := make([]byte, 2048)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		data[0] = byte(i % 3)         // mode
+		data[1] = 7                   // the default ring
+		data[2], data[3] = 0xff, 0x7f // a long stream
+		data[4], data[5] = 0xff, 0x7f
+		data[7] = 0 // no fault, no early Close
+		for j := 10; j < len(data); j += 3 {
+			data[j] = 0 // mostly Reads
+		}
+		r := runFake(t, data)
+		st := r.c.Stats()
+		batched[i%3] += st.BatchedWaits
+		bounded[i%3] += st.BoundedWaits
+	}
+	for m := range 3 {
+		if batched[m] == 0 || bounded[m] == 0 {
+			t.Errorf("%v: %d batched waits, %d ended by their bound", Mode(m), batched[m], bounded[m])
+		}
+	}
+	t.Logf("batched %v, bounded %v", batched, bounded)
 }
 
 // fuzzSeeds are hand-made inputs covering each mode, end and fault.

@@ -19,8 +19,9 @@ type choice struct {
 	goal  int // mapping: keep mapping, waiting in the same call, until goal bytes
 	copy  int // copy path into the stream's buffer: at least copy bytes of space
 	lowat int // SO_RCVLOWAT while waiting: the bytes the call still misses (Next), else 1
-	// lowatMax bounds lowat for a wait that batches more than the call misses. No
-	// receiver batches yet: 0, and the fill waits for lowat.
+	pipe  int // copy path: splice into this pipe (its write end + 1; 0: none), see pipeReceiver
+	// lowatMax is what the call can take at once: a wait of a stream that streams may
+	// batch up to it (see batcher); 0: the fill waits for lowat.
 	lowatMax int
 }
 

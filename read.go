@@ -49,11 +49,12 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	// without waiting (twice the last fill, up to maxReadMap): a conn that reads a
 	// little and stops pins a little.
 	ch.want = max(pages(len(p)), c.readMap)
+	ch.lowatMax = len(p)
 	dst := p
 	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads.
-		dst, ch.copy = nil, copyBufSize
+		dst, ch.copy, ch.lowatMax = nil, copyBufSize, 0
 	}
 	res := c.f.fill(ch, dst)
 	if ch.mapping {
@@ -217,11 +218,12 @@ const writeToBatch = 1 << 20
 // mapped pages themselves (no copy in user space) where the conn maps. When the conn
 // copies and w is an *os.File, a *net.TCPConn, a *net.UnixConn or a *Conn, the bytes the
 // conn holds are written first and the rest moves from socket to w with splice(2), as
-// io.Copy from a net.TCPConn does. w must not keep the slices it is given, as io.Writer
-// requires. It returns the bytes written and the first error other than io.EOF, as
-// net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping the read's
-// *net.OpError or the writer's error. While it runs, other read-side calls on the conn
-// fail at once (see ErrWriteToActive); Close ends it.
+// io.Copy from a net.TCPConn does, through a pipe of the call's own (a file opened for
+// appending, which splice refuses, is copied into). w must not keep the slices it is
+// given, as io.Writer requires. It returns the bytes written and the first error other
+// than io.EOF, as net.TCPConn's WriteTo does: a *net.OpError with Op "writeto" wrapping
+// the read's *net.OpError or the writer's error. While it runs, other read-side calls on
+// the conn fail at once (see ErrWriteToActive); Close ends it.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	n, err := c.writeTo(w)
 	return n, c.writeToErr(err)
@@ -263,7 +265,8 @@ func (c *Conn) writeTo(w io.Writer) (int64, error) {
 				return total + n, err
 			}
 		}
-		ch.want, ch.copy, ch.lowat = min(writeToBatch, c.ringSize), copyBufSize, 1
+		ch.want, ch.copy, ch.lowat = min(writeToBatch, c.ringSize), c.f.batch.copySize(), 1
+		ch.lowatMax = writeToBatch
 		res := c.f.fill(ch, nil)
 		if res.fellBack {
 			ch.mapping = false
@@ -295,6 +298,9 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 	var move func() (int64, error)
 	switch d := w.(type) {
 	case *os.File:
+		if appending(d) {
+			return 0, false, nil // splice refuses it: WriteTo copies
+		}
 		move = func() (int64, error) { return d.ReadFrom(c.tc) }
 	case *net.TCPConn:
 		move = func() (int64, error) { return d.ReadFrom(c.tc) }
@@ -307,6 +313,11 @@ func (c *Conn) splice(w io.Writer) (int64, bool, error) {
 		move = func() (int64, error) { return d.tc.ReadFrom(c.tc) }
 	default:
 		return 0, false, nil
+	}
+	if dst, ok := spliceTo(w); ok && c.f.sys.splice != nil {
+		if n, ok, err := c.spliceLoop(dst); ok {
+			return n, true, err
+		}
 	}
 	n, err := c.f.splice(move, c.plainLowat)
 	return n, true, err

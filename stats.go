@@ -17,8 +17,11 @@ type Stats struct {
 	// Skips counts mapping calls that reported bytes the kernel could not map
 	// (recv_skip_hint): unaligned payload.
 	Skips uint64
-	// Waits counts the times a read waited in the poller for data.
-	Waits uint64
+	// Waits counts the times a read waited in the poller for data. BatchedWaits counts
+	// the waits that asked the kernel to wake the reader only once a buffer's worth was
+	// queued (SO_RCVLOWAT, see README), and BoundedWaits those of them that their bound
+	// ended before that: the stream sent less than the mark in time.
+	Waits, BatchedWaits, BoundedWaits uint64
 	// MapFills counts the mapping calls that mapped pages, CopyFills the recv calls that
 	// received bytes; in ModeAuto their ratio shows the choice.
 	MapFills, CopyFills uint64
@@ -67,6 +70,8 @@ func (s *Stats) Add(o Stats) {
 	s.RecvCalls += o.RecvCalls
 	s.Skips += o.Skips
 	s.Waits += o.Waits
+	s.BatchedWaits += o.BatchedWaits
+	s.BoundedWaits += o.BoundedWaits
 	s.MapFills += o.MapFills
 	s.CopyFills += o.CopyFills
 	s.ViewBytes += o.ViewBytes
@@ -100,6 +105,7 @@ type counters struct {
 	mapFills, copyFills, viewBytes, assembled        atomic.Uint64
 	copyCause                                        [numCauses]atomic.Uint64
 	releases, released, spliced, backoffs            atomic.Uint64
+	batched, bounded                                 atomic.Uint64
 	reason                                           atomic.Pointer[string]
 }
 
@@ -111,6 +117,8 @@ func (c *counters) snapshot() Stats {
 		RecvCalls:      c.recvCalls.Load(),
 		Skips:          c.skips.Load(),
 		Waits:          c.waits.Load(),
+		BatchedWaits:   c.batched.Load(),
+		BoundedWaits:   c.bounded.Load(),
 		MapFills:       c.mapFills.Load(),
 		CopyFills:      c.copyFills.Load(),
 		ViewBytes:      c.viewBytes.Load(),

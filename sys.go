@@ -48,6 +48,15 @@ type sysCalls struct {
 	mapAnon func(addr unsafe.Pointer, length uintptr) error
 	// setRcvlowat is setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, n).
 	setRcvlowat func(fd int, n int) error
+	// splice is splice(2) of up to n bytes from in to out, SPLICE_F_MOVE and
+	// SPLICE_F_NONBLOCK (EAGAIN: nothing to move now). It may be nil: WriteTo then leaves
+	// splicing to the standard library.
+	splice func(in, out, n int) (int, error)
+	// inq is ioctl(fd, SIOCINQ): the bytes queued. It may be nil.
+	inq func(fd int) (int, error)
+	// rcvBuf is getsockopt(fd, SOL_SOCKET, SO_RCVBUF). It may be nil; the conn then
+	// never batches its wake-ups.
+	rcvBuf func(fd int) (int, error)
 	// rcvMSS is TCP_INFO's tcpi_rcv_mss: the size of the segments the peer sends. It
 	// may be nil; copied bytes are then not told apart by segment size.
 	rcvMSS func(fd int) (int, error)

@@ -60,6 +60,16 @@ var linuxSys = sysCalls{
 	setRcvlowat: func(fd int, n int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, n)
 	},
+	splice: func(in, out, n int) (int, error) {
+		m, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		return int(max(m, 0)), err
+	},
+	inq: func(fd int) (int, error) {
+		return unix.IoctlGetInt(fd, unix.SIOCINQ)
+	},
+	rcvBuf: func(fd int) (int, error) {
+		return unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	},
 	rcvMSS: func(fd int) (int, error) {
 		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {

@@ -163,8 +163,8 @@ func (m *zerocopyReceiver) gotPages(f *filler, fd, n int) (done, ok bool) {
 	}
 	if zc.Inq == 0 {
 		// Wait for the rest in this call, without another mapping call and peek to
-		// find the queue empty. SO_RCVLOWAT asks for what is still missing, no more.
-		f.setLowat(fd, f.ch.lowat-f.res.n)
+		// find the queue empty. SO_RCVLOWAT asks for what is still missing, no more
+		// (see wait).
 		f.wait()
 		return true, false
 	}

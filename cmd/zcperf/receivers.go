@@ -79,7 +79,13 @@ type sample struct {
 	requests int64 // http only
 	secs     float64
 	cpuSecs  float64
+	sndSecs  float64 // the local sender process's CPU time (its whole life), 0 if none
 	stats    zcnet.Stats
+}
+
+// sndPerMiB is the sender's CPU time in microseconds per MiB (0 without a local sender).
+func (s sample) sndPerMiB() float64 {
+	return s.sndSecs * 1e6 / (float64(s.bytes) / (1 << 20))
 }
 
 // cpuPerUnit is the receiver's CPU time in microseconds per MiB, or per request for http.

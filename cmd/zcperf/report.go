@@ -26,7 +26,12 @@ type row struct {
 	CPUPerMiB  float64   `json:"cpu_us_per_mib,omitempty"`
 	CPUPerReq  float64   `json:"cpu_us_per_req,omitempty"`
 	CPUSamples []float64 `json:"cpu_samples"`
-	MappedPct  float64   `json:"mapped_pct"`
+	// SndPerMiB is the median CPU time of the local sender process per MiB (its whole
+	// life, start-up included; 0 for http and in two-host mode), SumPerMiB the median of
+	// sender plus receiver.
+	SndPerMiB float64 `json:"snd_cpu_us_per_mib,omitempty"`
+	SumPerMiB float64 `json:"sum_cpu_us_per_mib,omitempty"`
+	MappedPct float64 `json:"mapped_pct"`
 	// Ratio ("vs net") is the median over rounds of this row's CPU per MiB (per request
 	// for http) divided by that of the workload's net.TCPConn row in the same round; 0
 	// when that row did not run.
@@ -42,12 +47,16 @@ func rows(cfg *config, samples [][]sample) []row {
 	out := make([]row, len(cfg.rows))
 	for i, r := range cfg.rows {
 		base := slices.IndexFunc(cfg.rows, func(b receiver) bool { return b.workload == r.workload && b.key == "net" })
-		var rate, cpu, ratio []float64
+		var rate, cpu, ratio, snd, sum []float64
 		var st zcnet.Stats
 		o := row{Workload: r.workload, Receiver: r.name, Key: r.key, Rounds: len(samples[i]), Verified: cfg.verify, Busy: cfg.busy}
 		for k, s := range samples[i] {
 			rate = append(rate, s.rate())
 			cpu = append(cpu, s.cpuPerUnit())
+			if s.sndSecs > 0 && s.requests == 0 {
+				snd = append(snd, s.sndPerMiB())
+				sum = append(sum, s.sndPerMiB()+s.cpuPerUnit())
+			}
 			if base >= 0 && samples[base][k].cpuPerUnit() > 0 {
 				ratio = append(ratio, s.cpuPerUnit()/samples[base][k].cpuPerUnit())
 			}
@@ -55,6 +64,7 @@ func rows(cfg *config, samples [][]sample) []row {
 			o.Bytes, o.Requests = s.bytes, s.requests
 		}
 		o.CPUSamples, o.Ratio, o.MappedPct = cpu, cpumeter.Median(ratio), 100*st.MappedShare()
+		o.SndPerMiB, o.SumPerMiB = cpumeter.Median(snd), cpumeter.Median(sum)
 		if r.kind == kindHTTP {
 			o.ReqPerSec, o.CPUPerReq = cpumeter.Median(rate), cpumeter.Median(cpu)
 		} else {
@@ -86,7 +96,7 @@ func report(cfg *config, samples [][]sample) error {
 		fmt.Fprintf(cfg.out, "; http %d requests of %d B over %d conns", cfg.requests, cfg.body, cfg.conns)
 	}
 	fmt.Fprintf(cfg.out, "; verify %v, busy %v\n", cfg.verify, cfg.busy)
-	fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", "workload", "receiver", "rate", "receiver CPU", "mapped %", "vs net")
+	fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %13s %13s %9s %7s\n", "workload", "receiver", "rate", "receiver CPU", "sender CPU", "sum", "mapped %", "vs net")
 	for i, r := range rs {
 		mapped, ratio := "-", "-"
 		if cfg.rows[i].zc {
@@ -101,9 +111,14 @@ func report(cfg *config, samples [][]sample) error {
 			rate = fmt.Sprintf("%.0f req/s", r.ReqPerSec)
 			cpu = fmt.Sprintf("%.1f us/req", r.CPUPerReq)
 		}
-		fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, mapped, ratio)
+		snd, sum := "-", "-"
+		if r.SndPerMiB > 0 {
+			snd, sum = fmt.Sprintf("%.1f us/MiB", r.SndPerMiB), fmt.Sprintf("%.1f us/MiB", r.SumPerMiB)
+		}
+		fmt.Fprintf(cfg.out, "%-9s %-23s %15s %15s %13s %13s %9s %7s\n", r.Workload, r.Receiver, rate, cpu, snd, sum, mapped, ratio)
 	}
 	fmt.Fprintln(cfg.out, "receiver CPU: getrusage user+sys of this process per MiB (per request for http), median over rounds.")
+	fmt.Fprintln(cfg.out, "sender CPU: the local sender process's user+sys per MiB over its life; sum: sender plus receiver.")
 	fmt.Fprintln(cfg.out, "vs net: that CPU divided by net.TCPConn's in the same workload and round, the median of those per-round")
 	fmt.Fprintln(cfg.out, "        ratios (not the ratio of the two medians above, which a noisy round can move); lower is better.")
 	return nil

@@ -199,6 +199,9 @@ func transfer(cfg *config, h *harness, r receiver) (sample, error) {
 		if werr := <-waitc; werr != nil && failed.Load() {
 			err = fmt.Errorf("sender: %w", werr) // the sender's failure explains the receiver's
 		}
+		if ps := cmd.ProcessState; ps != nil {
+			s.sndSecs = (ps.UserTime() + ps.SystemTime()).Seconds()
+		}
 	}
 	if err == nil && s.bytes != cfg.size {
 		err = fmt.Errorf("received %d bytes, want %d", s.bytes, cfg.size)
