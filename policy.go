@@ -13,6 +13,9 @@ type choice struct {
 	mapping bool      // map whole pages (else recv(2))
 	timed   bool      // the fill is in a probe's window: measure its CPU time
 	cause   copyCause // on the copy path: why it copies (causePolicy unless said)
+	// retry: the copy is for a while only (a backoff) and a later fill tries mapping
+	// again, so WriteTo must not hand the rest of the stream to splice.
+	retry bool
 
 	want  int // mapping: map up to want bytes
 	span  int // mapping: contiguous room the fill needs in the ring (Next's view)
@@ -78,7 +81,7 @@ const (
 func (z *zerocopyPolicy) pick(int) choice {
 	if z.copies > 0 {
 		z.copies--
-		return choice{cause: z.cause}
+		return choice{cause: z.cause, retry: true}
 	}
 	return choice{mapping: true}
 }

@@ -257,10 +257,10 @@ func (c *Conn) writeTo(w io.Writer) (int64, error) {
 			return total, c.opErr("read", err)
 		}
 		ch := c.pol.pick(writeToBatch)
-		if !c.s.errQueued() && (!c.f.maps() || (!ch.mapping && c.mode != ModeZeroCopy)) {
+		if !c.s.errQueued() && (!c.f.maps() || (!ch.mapping && !ch.retry)) {
 			// (A reset the mapping path took from the socket while bytes were still
 			// queued must come after them: splice would end the stream cleanly. A
-			// ModeZeroCopy conn that backs off tries mapping again later.)
+			// conn that backs off tries mapping again later.)
 			if n, ok, err := c.splice(w); ok {
 				return total + n, err
 			}
