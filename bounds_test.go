@@ -244,26 +244,8 @@ func TestExhaustedProcess(t *testing.T) {
 func exhaustedChild(t *testing.T, what string) {
 	switch what {
 	case "map-slots":
-		slots, err := readNumber("/proc/sys/vm/max_map_count")
-		if err != nil {
-			t.Skipf("vm.max_map_count unreadable: %v", err)
-		}
-		used, _ := countLines("/proc/self/maps")
-		// One reservation, every other page made readable: each page made readable
-		// adds two mappings. Leave 1,200 slots: half for rings (the default limit), half
-		// for the runtime.
-		fill := (int(slots-used) - 1200) / 2
-		mem, err := unix.Mmap(-1, 0, 2*fill*pageSize, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < fill; i++ {
-			if err := unix.Mprotect(mem[2*i*pageSize:(2*i+1)*pageSize], unix.PROT_READ); err != nil {
-				t.Fatalf("filler mapping %d: %v", i, err)
-			}
-		}
-		after, _ := countLines("/proc/self/maps")
-		t.Logf("filler: %d mappings; %d of %d slots in use", 2*fill, after, slots)
+		// Leave 1,200 slots: half for rings (the default limit), half for the runtime.
+		fillMapSlots(t, 1200)
 	case "address-space":
 		vm, err := statusKiB("VmSize:")
 		if err != nil {

@@ -77,3 +77,27 @@ func ringRssKiB(t testing.TB, ino uint64) (int64, bool) {
 	}
 	return rss, found
 }
+
+// fillMapSlots takes all but leave of the process's memory-map slots (vm.max_map_count)
+// with filler mappings: one reservation with every other page made read-write, so that
+// each such page adds two mappings. (Read-write: read-only private mappings are the
+// library's, see libraryMappings.) It skips the test where the count is unreadable.
+func fillMapSlots(t *testing.T, leave int) {
+	slots, err := readNumber("/proc/sys/vm/max_map_count")
+	if err != nil {
+		t.Skipf("vm.max_map_count unreadable: %v", err)
+	}
+	used, _ := mapsCount(t)
+	fill := (int(slots) - used - leave) / 2
+	mem, err := unix.Mmap(-1, 0, 2*fill*pageSize, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range fill {
+		if err := unix.Mprotect(mem[2*i*pageSize:(2*i+1)*pageSize], unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			t.Fatalf("filler mapping %d: %v", i, err)
+		}
+	}
+	after, _ := mapsCount(t)
+	t.Logf("filler: %d mappings; %d of %d slots in use, %d free", 2*fill, after, slots, int(slots)-after)
+}

@@ -69,25 +69,7 @@ func closedViewsChild(t *testing.T, what string) {
 	debug.SetGCPercent(-1)
 	switch what {
 	case "map-slots":
-		slots, err := readNumber("/proc/sys/vm/max_map_count")
-		if err != nil {
-			t.Skipf("vm.max_map_count unreadable: %v", err)
-		}
-		used, _ := mapsCount(t)
-		// One reservation, every other page made readable: each adds two mappings.
-		fill := (int(slots) - used - 1500) / 2
-		mem, err := unix.Mmap(-1, 0, 2*fill*pageSize, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range fill {
-			// Read-write: read-only private mappings are the library's (see libraryMappings).
-			if err := unix.Mprotect(mem[2*i*pageSize:(2*i+1)*pageSize], unix.PROT_READ|unix.PROT_WRITE); err != nil {
-				t.Fatalf("filler mapping %d: %v", i, err)
-			}
-		}
-		after, _ := mapsCount(t)
-		t.Logf("filler: %d mappings; %d of %d slots in use, %d free", 2*fill, after, slots, int(slots)-after)
+		fillMapSlots(t, 1500)
 	case "address-space":
 		vm, err := statusKiB("VmSize:")
 		if err != nil {
