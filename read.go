@@ -13,8 +13,12 @@ import (
 
 // Read reads up to len(p) bytes into p. It first returns bytes an earlier call left
 // mapped or buffered, then receives more: by recv(2) straight into p, or by mapping whole
-// pages and copying them into p, whichever the conn's mode picks. It returns io.EOF at
-// the end of the stream; other errors are *net.OpError.
+// pages and copying them into p, whichever the conn's mode picks. When p is 128 KiB or
+// more and the stream streams, a Read that must wait asks the kernel to wake it once p
+// can be filled (SO_RCVLOWAT), for at most twice the time those bytes should take at the
+// stream's measured rate (plus 50 us) and never more than 1 ms; the stream's end, an error, Close and the deadline end the
+// wait at once. It returns io.EOF at the end of the stream; other errors are
+// *net.OpError.
 func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.startRead(); err != nil {
 		return 0, err
@@ -93,7 +97,8 @@ const maxReadMap = 1 << 20
 // a copy where possible. While it waits it sets SO_RCVLOWAT so that the kernel wakes the
 // reader once for the bytes still missing (capped by the kernel to half the receive
 // buffer; note that Linux grows SO_RCVBUF to fit a large mark, and keeps it grown). Read
-// and WriteTo put the mark back to 1 before they wait.
+// and WriteTo wait with the mark at 1, or, on a stream that streams, at a batched mark
+// (at most a quarter of SO_RCVBUF) that a per-conn timer lowers to 1 within at most 1 ms.
 //
 // Where the n bytes lie contiguously in mapped pages, the slice points into the mapping;
 // otherwise they are gathered in a pooled buffer sized to n. A view cannot wrap around
