@@ -112,7 +112,12 @@ func (z *zerocopyPolicy) observe(ch choice, res fillResult, _ time.Duration) {
 //
 // A probe is due when the process's count of bulk fills reaches a mark; each probe that
 // mapping loses doubles the interval to the next, up to exploreMaxInterval fills, so
-// that where mapping does not pay the probes cost nothing measurable. A conn that maps
+// that where mapping does not pay the probes cost nothing measurable. A mapping window
+// that costs clearLoss times the copy window or more (a busy process on a host where
+// page-table work is dear: its other threads' TLB-flush interrupts, which no clock of
+// this thread sees, come on top) makes the next probe the rarest at once, and ends as
+// soon as the first quarter of its bytes (in at least minEarly fills) shows it: without
+// their release, which only adds to the cost, they already cost that much. A conn that maps
 // runs the probe again every recheckEvery bulk fills. A fill is bulk by what the stream
 // delivers, not by what the call asks for: the call asks for bulkFill bytes or more and
 // the conn's recent fills delivered bulkDelivered bytes on average. Other fills copy,
@@ -136,6 +141,10 @@ const (
 	maxSampleNs = 100
 	// minMappedShare: a mapping window that mapped less than this lost.
 	minMappedShare = 0.9
+	// clearLoss: a mapping window that costs this many times the copy window lost
+	// clearly; minEarly: the fewest fills whose median can end a window early.
+	clearLoss = 2
+	minEarly  = 4
 )
 
 // hostAuto is what the auto mode shares process-wide.
@@ -233,13 +242,18 @@ func (a *autoPolicy) decide(mapNs float64) {
 		a.start()
 		return
 	}
-	a.lose()
+	a.lose(mapNs >= clearLoss*a.copyNs)
 }
 
 // lose ends a probe that mapping lost: the conn copies, and probes become twice as rare
-// in the process.
-func (a *autoPolicy) lose() {
+// in the process, or as rare as they get when mapping lost clearly.
+func (a *autoPolicy) lose(clearly bool) {
 	a.phase, a.maps, a.won = probeNone, false, false
+	if clearly {
+		hostAuto.interval.Store(exploreMaxInterval)
+		hostAuto.next.Store(hostAuto.fills.Load() + exploreMaxInterval)
+		return
+	}
 	hostAuto.interval.Store(min(2*interval(), exploreMaxInterval))
 }
 
@@ -255,7 +269,7 @@ func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
 		return
 	}
 	if ch.mapping && res.unmappable {
-		a.lose() // the stream does not map here: the probe ends, lost
+		a.lose(false) // the stream does not map here: the probe ends, lost
 		return
 	}
 	d := res.cpu + extra
@@ -269,6 +283,10 @@ func (a *autoPolicy) observe(ch choice, res fillResult, extra time.Duration) {
 	a.n += res.n
 	if res.mapped {
 		a.mapped += res.n
+	}
+	if q := a.window / 4; a.phase == probeMap && a.n >= q && a.n-res.n < q && a.k >= minEarly &&
+		a.median() >= clearLoss*a.copyNs {
+		a.lose(true) // the window's first quarter lost clearly
 	}
 }
 

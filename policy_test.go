@@ -115,11 +115,13 @@ func TestAutoDecides(t *testing.T) {
 		n, mapped      int
 		maps           bool
 		intervalDouble bool
+		intervalMax    bool
 	}{
-		{"cheaper", 100, 50, 1 << 22, 1 << 22, true, false},
-		{"at-margin", 100, mapMargin * 100, 1 << 22, 1 << 22, false, true},
-		{"dearer", 100, 150, 1 << 22, 1 << 22, false, true},
-		{"cheaper-but-unmapped", 100, 50, 1 << 22, 1 << 20, false, true},
+		{"cheaper", 100, 50, 1 << 22, 1 << 22, true, false, false},
+		{"at-margin", 100, mapMargin * 100, 1 << 22, 1 << 22, false, true, false},
+		{"dearer", 100, 150, 1 << 22, 1 << 22, false, true, false},
+		{"cheaper-but-unmapped", 100, 50, 1 << 22, 1 << 20, false, true, false},
+		{"clearly-dearer", 100, clearLoss * 100, 1 << 22, 1 << 22, false, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,14 +141,69 @@ func TestAutoDecides(t *testing.T) {
 				t.Fatalf("maps %v phase %d, want maps %v", a.maps, a.phase, tc.maps)
 			}
 			want := int64(exploreInterval)
-			if tc.intervalDouble {
+			switch {
+			case tc.intervalDouble:
 				want = 512
+			case tc.intervalMax:
+				want = exploreMaxInterval
 			}
 			if got := interval(); got != want {
 				t.Fatalf("interval %d, want %d", got, want)
 			}
 			if tc.maps && !a.pick(1<<20).mapping {
 				t.Fatal("a conn that won its probe copies")
+			}
+		})
+	}
+}
+
+// TestAutoEndsClearLossEarly: a mapping window whose first quarter costs clearLoss
+// times the copy window's ends there, lost, and makes the next probe the rarest (the
+// interval and the pending probe's mark); one whose first fills cost about the same runs
+// its whole window.
+func TestAutoEndsClearLossEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mapNs   float64 // ns per byte of the mapping fills
+		endsAt  int     // the fill after which the probe has ended
+		wantMax bool
+	}{
+		{"clear-loss", 3, windowBytes / 4 / (64 << 10), true},
+		{"close", 1.1, -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resetHostAuto(t)
+			hostAuto.interval.Store(256)
+			hostAuto.next.Store(1000)
+			const n = 64 << 10
+			a := &autoPolicy{window: windowBytes, got: 1 << 20}
+			a.start()
+			a.phase, a.copyNs = probeMap, 1
+			ended := -1
+			for i := 1; i <= windowBytes/n && ended < 0; i++ {
+				ch := a.pick(1 << 20)
+				if !ch.mapping || !ch.timed {
+					t.Fatalf("fill %d of the mapping window: mapping %v timed %v", i, ch.mapping, ch.timed)
+				}
+				a.observe(ch, fillResult{n: n, mapped: true, cpu: time.Duration(tc.mapNs * n)}, 0)
+				if a.phase == probeNone {
+					ended = i
+				}
+			}
+			if tc.endsAt > 0 && ended != tc.endsAt {
+				t.Fatalf("the probe ended after fill %d, want %d", ended, tc.endsAt)
+			}
+			if tc.endsAt < 0 && ended >= 0 {
+				t.Fatalf("the probe ended early, after fill %d", ended)
+			}
+			if got := interval() == exploreMaxInterval; got != tc.wantMax {
+				t.Fatalf("interval %d; at the rarest: %v, want %v", interval(), got, tc.wantMax)
+			}
+			if got := hostAuto.next.Load() >= exploreMaxInterval; got != tc.wantMax {
+				t.Fatalf("next probe due at %d fills; put off to the rarest: %v, want %v", hostAuto.next.Load(), got, tc.wantMax)
+			}
+			if a.maps {
+				t.Fatal("the conn maps after a lost probe")
 			}
 		})
 	}
