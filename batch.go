@@ -239,15 +239,16 @@ func (b *batcher) filled(want, n int, more, waited bool) {
 	b.parkedAt, b.mark, b.bound = 0, 0, 0
 }
 
-// writeToCopy is what a WriteTo fill on the copy path takes while the stream streams:
-// the batched wait's mark, then one hand-over to the writer.
-const writeToCopy = 512 << 10
+// streamCopy is what a fill into the stream's pooled buffer takes while the stream
+// streams (WriteTo's, and small Reads' read-ahead): the batched wait's mark, then one
+// hand-over to the writer, or several Reads served from memory.
+const streamCopy = 512 << 10
 
-// copySize is the buffer a WriteTo fill on the copy path receives into: writeToCopy
-// while the stream streams (so that it can batch), else copyBufSize.
+// copySize is the pooled buffer a fill on the copy path receives into: streamCopy while
+// the stream streams (so that it can batch), else copyBufSize.
 func (b *batcher) copySize() int {
 	if b.streams && b.ctl != nil {
-		return writeToCopy
+		return streamCopy
 	}
 	return copyBufSize
 }

@@ -4,6 +4,7 @@ package zcnet
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -348,5 +349,43 @@ func TestSpliceLoop(t *testing.T) {
 			}
 			t.Logf("%d waits, %d batched, %d bounded", st.Waits, st.BatchedWaits, st.BoundedWaits)
 		})
+	}
+}
+
+// TestSmallReadsBatch reads a paced stream through Reads under batchMin, which the conn
+// serves from its pooled read-ahead: once the stream streams, that buffer's fills
+// batch their waits as a large Read's do. Every byte is checked, and no Read returns
+// more than its buffer.
+func TestSmallReadsBatch(t *testing.T) {
+	const total = 24 << 20
+	for _, m := range []Mode{ModeAuto, ModeCopy} {
+		for _, size := range []int{16 << 10, 64 << 10, 100 << 10} {
+			t.Run(fmt.Sprintf("%v/%dKiB", m, size>>10), func(t *testing.T) {
+				c, sc := pairWith(t, Options{Mode: m}, false)
+				sent := sendPattern(sc, total, patternSender{maxWrite: 512 << 10, pause: 300 * time.Microsecond})
+				w := &patternWriter{}
+				buf := make([]byte, size)
+				for w.off < total {
+					n, err := c.Read(buf)
+					if n > len(buf) {
+						t.Fatalf("Read returned %d bytes into %d", n, len(buf))
+					}
+					if _, werr := w.Write(buf[:n]); werr != nil {
+						t.Fatal(werr)
+					}
+					if err != nil {
+						t.Fatalf("Read after %d bytes: %v", w.off, err)
+					}
+				}
+				if err := <-sent; err != nil {
+					t.Fatal(err)
+				}
+				st := c.Stats()
+				if st.BatchedWaits == 0 {
+					t.Fatalf("no wait batched: %+v", st)
+				}
+				t.Logf("%d waits, %d batched, %d bounded, %d recv calls", st.Waits, st.BatchedWaits, st.BoundedWaits, st.RecvCalls)
+			})
+		}
 	}
 }

@@ -101,9 +101,10 @@ func (c *Conn) lockEmpty(op string) error {
 // The conn reads ahead of its caller, and File (like SyscallConn's Read) then refuses
 // where net.TCPConn's would succeed. The conn holds received bytes after a call exactly
 // when the kernel handed it more than the call returned:
-//   - a Read with len(p) under 64 KiB, after a Read whose recv(2) filled its buffer,
-//     receives up to 64 KiB into a pooled buffer (a Read of 64 KiB or more, or one after
-//     a recv that did not fill its buffer, receives straight into p and holds nothing);
+//   - a Read with len(p) under 128 KiB, after a Read whose recv(2) filled its buffer,
+//     receives into a pooled buffer: up to 64 KiB (when len(p) is under that), or up to
+//     512 KiB while the stream streams (a Read of 128 KiB or more, or one after a recv
+//     that did not fill its buffer, receives straight into p and holds nothing);
 //   - a Next(n) that copies receives what is queued, beyond n if more has arrived;
 //   - a Read or Next that maps (ModeZeroCopy, and ModeAuto where it chose to map) takes
 //     whole pages, and a Read up to 1 MiB while Reads keep draining without waiting;
@@ -111,7 +112,7 @@ func (c *Conn) lockEmpty(op string) error {
 //   - WriteTo consumes the stream to its end.
 //
 // So to hand the socket over after a message, a ModeCopy conn whose Reads use a buffer of
-// at least 64 KiB (bufio.Reader's default is 4 KiB: use bufio.NewReaderSize) holds no
+// at least 128 KiB (bufio.Reader's default is 4 KiB: use bufio.NewReaderSize) holds no
 // byte that net.TCPConn would not; otherwise check the error and carry on reading: the
 // refusal loses nothing.
 func (c *Conn) File() (*os.File, error) {

@@ -102,11 +102,11 @@ func TestHandOverAtBoundary(t *testing.T) {
 	})
 }
 
-// TestHandOverLargeReads: a ModeCopy conn read with buffers of 64 KiB never reads ahead,
-// so File works after each Read, as net.TCPConn's; with 4 KiB Reads the same stream is
-// read ahead and File refuses (as documented).
+// TestHandOverLargeReads: a ModeCopy conn read with buffers of 128 KiB never reads
+// ahead, so File works after each Read, as net.TCPConn's; with 4 KiB Reads the same
+// stream is read ahead and File refuses (as documented).
 func TestHandOverLargeReads(t *testing.T) {
-	for _, size := range []int{copyBufSize, 4 << 10} {
+	for _, size := range []int{batchMin, 4 << 10} {
 		c, sc := pairWith(t, Options{Mode: ModeCopy}, false)
 		const msg = 64 << 10
 		if err := writeStream(sc, 0, msg+100, false); err != nil {
@@ -127,7 +127,7 @@ func TestHandOverLargeReads(t *testing.T) {
 		}
 		ferr, rerr := handOver(t, c, off, 100)
 		t.Logf("Reads of %d B: File %v, SyscallConn's Read %v", size, ferr, rerr)
-		if size >= copyBufSize {
+		if size >= batchMin {
 			if ferr != nil || rerr != nil {
 				t.Fatalf("after Reads of %d B, File: %v, SyscallConn's Read: %v", size, ferr, rerr)
 			}

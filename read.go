@@ -13,12 +13,14 @@ import (
 
 // Read reads up to len(p) bytes into p. It first returns bytes an earlier call left
 // mapped or buffered, then receives more: by recv(2) straight into p, or by mapping whole
-// pages and copying them into p, whichever the conn's mode picks. When p is 128 KiB or
-// more and the stream streams, a Read that must wait asks the kernel to wake it once p
-// can be filled (SO_RCVLOWAT), for at most twice the time those bytes should take at the
-// stream's measured rate (plus 50 us) and never more than 1 ms; the stream's end, an error, Close and the deadline end the
-// wait at once. It returns io.EOF at the end of the stream; other errors are
-// *net.OpError.
+// pages and copying them into p, whichever the conn's mode picks. A Read under 128 KiB
+// after one whose recv filled p receives into a pooled read-ahead instead (64 KiB, or
+// 512 KiB while the stream streams), which serves the Reads that follow. When p (or the
+// read-ahead) is 128 KiB or more and the stream streams, a Read that must wait asks the
+// kernel to wake it once that much can be taken (SO_RCVLOWAT), for at most twice the time
+// those bytes should take at the stream's measured rate (plus 50 us) and never more than
+// 1 ms; the stream's end, an error, Close and the deadline end the wait at once. It
+// returns io.EOF at the end of the stream; other errors are *net.OpError.
 func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.startRead(); err != nil {
 		return 0, err
@@ -55,10 +57,11 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	ch.want = max(pages(len(p)), c.readMap)
 	ch.lowatMax = len(p)
 	dst := p
-	if len(p) < copyBufSize && c.fullRead && zerocopyRecv {
+	if size := c.f.batch.copySize(); len(p) < size && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
-		// in one call for several Reads.
-		dst, ch.copy, ch.lowatMax = nil, copyBufSize, 0
+		// in one call for several Reads; on a stream that streams, one batched wait's
+		// worth (see batcher.copySize).
+		dst, ch.copy, ch.lowatMax = nil, size, size
 	}
 	res := c.f.fill(ch, dst)
 	if ch.mapping {
@@ -85,7 +88,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 		c.fullRead = res.n > len(p)
 		return 0, res.err
 	}
-	c.fullRead = len(p) < copyBufSize && res.n == len(p)
+	c.fullRead = len(p) < batchMin && res.n == len(p)
 	return res.n, res.err
 }
 
