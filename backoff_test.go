@@ -96,7 +96,7 @@ func readPatternInto(t *testing.T, c *Conn, w *patternWriter, buf []byte, n int6
 // and a stream that maps from the start never backs off.
 func TestZerocopyBackoffSockets(t *testing.T) {
 	requireSupported(t)
-	const plain, mappable = 8 << 20, 64 << 20
+	const plain, mappable = 32 << 20, 64 << 20
 	buf := make([]byte, 64<<10)
 
 	c, sc := pairWith(t, Options{Mode: ModeZeroCopy}, true)

@@ -1,6 +1,11 @@
 package zcnet
 
-import "io"
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+)
 
 // copyReceiver is the receive backend that copies with read(2): straight into the
 // fill's dst, or into the stream's buffer.
@@ -46,22 +51,29 @@ func (f *filler) peek(fd int) (int, error) {
 	return n, err
 }
 
-// fillConn is fill where there are no raw socket reads: the TCPConn waits and reads.
-// It copies whatever ch asked.
+// fillConn is fill through the TCPConn, which waits and reads as net.TCPConn.Read does:
+// where there are no raw socket reads, and for a plain fill (see filler.plain). It
+// copies whatever ch asked, and tells the batcher what came, so that a conn whose
+// messages grow into a stream leaves the plain path.
 func (f *filler) fillConn(ch choice, dst []byte) fillResult {
 	p := dst
 	if p == nil {
 		p = f.s.copySpace(max(ch.copy, 1))
 	}
 	n, err := f.conn.Read(p)
-	f.st.recvCalls.Add(1)
-	f.res = fillResult{fellBack: ch.mapping}
+	if n > 0 || !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		f.st.recvCalls.Add(1) // (Close and the deadline end a wait, not a read)
+	}
+	f.ch, f.res = ch, fillResult{fellBack: ch.mapping}
 	if n > 0 {
 		f.copiedIn(n, dst != nil, f.copyCause())
 		err = nil
 	}
 	res := f.res
 	f.res = fillResult{}
+	// Its wait, if any, was the TCPConn's: a fill that took all it asked says the
+	// stream streams, as one that waited does.
+	f.batch.filled(min(ch.lowatMax, len(p)), n, false, true)
 	f.s.dropEmptyBuf()
 	if err == io.EOF {
 		f.s.setEOF()

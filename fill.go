@@ -87,7 +87,7 @@ func (f *filler) maps() bool { return !f.noMap }
 // see filler.dst). A mapping fill that cannot map falls back to the copy path itself,
 // and says so in its result.
 func (f *filler) fill(ch choice, dst []byte) fillResult {
-	if !zerocopyRecv {
+	if !zerocopyRecv || f.plain(ch, dst) {
 		return f.fillConn(ch, dst)
 	}
 	f.ch, f.dst, f.res = ch, dst, fillResult{}
@@ -123,6 +123,16 @@ func (f *filler) fill(ch choice, dst []byte) fillResult {
 		f.release()
 	}
 	return res
+}
+
+// plain reports whether a fill is a plain read(2) into the caller's buffer, which
+// fillConn runs through the TCPConn at net.TCPConn.Read's cost: a copy that cannot batch
+// (into a buffer under copyBufSize, or on a conn that exchanges small messages, see
+// batcher.small), with no ring to park, the mark at 1 and no error queued behind the
+// kernel's queue. Its waits are the TCPConn's, not counted in Stats.Waits.
+func (f *filler) plain(ch choice, dst []byte) bool {
+	return f.conn != nil && dst != nil && !ch.mapping && (len(dst) < copyBufSize || f.batch.small) &&
+		f.lowat <= 1 && !f.s.ringReserved() && !f.s.errQueued()
 }
 
 // fallBack moves the current fill from the mapping path to the copy path: mapping is off.

@@ -17,7 +17,9 @@ type Stats struct {
 	// Skips counts mapping calls that reported bytes the kernel could not map
 	// (recv_skip_hint): unaligned payload.
 	Skips uint64
-	// Waits counts the times a read waited in the poller for data. BatchedWaits counts
+	// Waits counts the times a read waited in the poller for data, except the Reads
+	// that receive straight into a buffer under 64 KiB or on a conn exchanging small
+	// messages, which read as net.TCPConn.Read does, without that count. BatchedWaits counts
 	// the waits that asked the kernel to wake the reader only once a buffer's worth was
 	// queued (SO_RCVLOWAT, see README), and BoundedWaits those of them that their bound
 	// ended before that: the stream sent less than the mark in time.
