@@ -29,7 +29,16 @@ import (
 //     bound fits under batchCap. A stream too slow for that (one of many concurrent
 //     streams sharing the host, a slow peer) never batches, and neither asks the kernel
 //     what is queued nor reads SO_RCVBUF: the poller already wakes its reader with more
-//     than one train queued.
+//     than one train queued;
+//   - the bound has not ended a batched wait lately. A wait the bound ends costs its
+//     reader the bound, and more: Go's poller sleeps at least 1 ms for a timer under a
+//     millisecond when the process is otherwise idle, so such a wait lasts about 1.1 ms.
+//     A stream that sends in bursts (a large request, then a pause for the answer) ends
+//     a wait that way at the tail of many bursts. So each wait the bound ends holds
+//     batching off for the next holdFirst fills that would batch, four times as many
+//     after each further one, up to holdMax, and each batched wait that the kernel ends with
+//     its mark's bytes shortens the next hold by one fill: a stream that keeps batching
+//     loses nothing, a bursty one soon pays for the bound once in holdMax fills at most.
 //
 // The mark is at most a quarter of SO_RCVBUF (read now and then and cached): above
 // tcp_space_from_win(mark) > sk_rcvbuf, tcp_set_rcvlowat grows sk_rcvbuf and sets the
@@ -46,6 +55,8 @@ const (
 	batchMargin = 2                     // the bound over the mark's expected arrival time
 	batchSlack  = 50 * time.Microsecond // added to the bound: the wake-up's own latency
 	rcvbufEvery = 256                   // batched waits between two reads of SO_RCVBUF
+	holdFirst   = 16                    // fills held off batching after a bound ended a wait
+	holdMax     = 1024                  // the longest such hold, in fills
 )
 
 // batchTimer is the part of *time.Timer the batcher uses.
@@ -82,6 +93,8 @@ type batcher struct {
 	// small: the last fill got under copyBufSize and the stream does not stream (small
 	// requests and responses): waits read no clock until a bulk fill comes.
 	small    bool
+	hold     int           // fills that would batch left to hold off (see holdFirst)
+	holdLen  int           // the hold the last bounded wait set, less one per full batched wait
 	ns       float64       // arrival rate, ns per byte (0: not measured yet)
 	slow     bool          // at that rate batchMin bytes take longer than the bound's cap
 	parkedAt time.Duration // when the current fill first waited (0: it has not)
@@ -121,6 +134,10 @@ func (b *batcher) park(fd, want, plain int) int {
 		return plain // the fill batched once already: the bound is spent
 	}
 	if !b.streams || b.ns == 0 || want < batchMin || b.slow {
+		return plain
+	}
+	if b.hold > 0 {
+		b.hold--
 		return plain
 	}
 	// The mark: what the call can take, what cannot clamp the window, and what arrives
@@ -197,6 +214,8 @@ func (b *batcher) wake() bool {
 	}
 	b.state.Store(s - s%batchPhases)
 	b.st.bounded.Add(1)
+	b.holdLen = min(max(4*b.holdLen, holdFirst), holdMax)
+	b.hold = b.holdLen
 	return true
 }
 
@@ -228,6 +247,9 @@ func (b *batcher) filled(want, n int, more, waited bool) {
 	switch {
 	case b.mark > 0:
 		b.streams = n >= b.mark
+		if b.streams && b.holdLen > 0 {
+			b.holdLen--
+		}
 	case waited:
 		b.streams = n >= want || more
 	default:

@@ -389,3 +389,89 @@ func TestSmallReadsBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchHold drives a batcher by hand: each wait the bound ends holds batching off for
+// holdFirst fills that would batch, four times as many after the next, and each batched
+// wait the kernel ends with its mark's bytes shortens the next hold by one fill.
+func TestBatchHold(t *testing.T) {
+	const want = 512 << 10
+	clock := time.Duration(1)
+	h := &handTimer{}
+	b := &batcher{
+		ctl:    func(f func(fd uintptr)) error { f(3); return nil },
+		lowat:  func(fd, n int) error { return nil },
+		rcvbuf: func(int) (int, error) { return 8 << 20, nil },
+		now:    func() time.Duration { return clock },
+		st:     &counters{},
+		after: func(_ time.Duration, f func()) batchTimer {
+			h.f = f
+			return h
+		},
+		streams: true,
+		ns:      0.2,
+	}
+	// fill runs one fill that waits: it reports whether it batched. A batched one is
+	// ended by its bound when bounded (and gets a quarter of its mark), else by the
+	// kernel with the mark's bytes. A plain one takes all it asked: the stream streams.
+	fill := func(bounded bool) bool {
+		mark := b.park(3, want, 1)
+		clock += 100 * time.Microsecond // the wait
+		if mark == 1 {
+			b.filled(want, want, false, true)
+			return false
+		}
+		b.arm()
+		n := mark
+		if bounded {
+			clock = time.Duration(b.due.Load())
+			h.fire()
+			n = mark / 4
+		}
+		if got := b.wake(); got != bounded {
+			t.Fatalf("wake reports the bound fired: %v, want %v", got, bounded)
+		}
+		b.filled(want, n, false, true)
+		if bounded {
+			b.filled(want, want, false, true) // the next burst streams again
+		}
+		return true
+	}
+	// held counts the fills held off after a bounded wait, until one batches again.
+	held := func() int {
+		if !fill(true) {
+			t.Fatal("the stream did not batch")
+		}
+		n := 0
+		for !fill(false) {
+			if n++; n > 2*holdMax {
+				t.Fatalf("batching never resumed: %+v", b)
+			}
+		}
+		return n
+	}
+	if n := held(); n != holdFirst {
+		t.Fatalf("%d fills held after a first bounded wait, want %d", n, holdFirst)
+	}
+	// (The fill that ended the hold batched and the kernel ended it: one fill off.)
+	if n, want := held(), 4*(holdFirst-1); n != want {
+		t.Fatalf("%d fills held after a second bounded wait, want %d", n, want)
+	}
+	for range 9 {
+		if !fill(false) {
+			t.Fatal("a stream that batches was held off")
+		}
+	}
+	if n, want := held(), 4*(4*(holdFirst-1)-10); n != want {
+		t.Fatalf("%d fills held after ten full batched waits and a bound, want %d", n, want)
+	}
+	for range 20 {
+		held()
+	}
+	if b.holdLen != holdMax-1 { // (less the full batched wait that ended the last hold)
+		t.Fatalf("the hold grew to %d fills, want %d", b.holdLen, holdMax-1)
+	}
+	st := b.st
+	if st.bounded.Load() == 0 || st.batched.Load() <= st.bounded.Load() {
+		t.Fatalf("%d batched and %d bounded waits counted", st.batched.Load(), st.bounded.Load())
+	}
+}
