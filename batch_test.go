@@ -3,6 +3,7 @@
 package zcnet
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -352,39 +353,74 @@ func TestSpliceLoop(t *testing.T) {
 	}
 }
 
-// TestSmallReadsBatch reads a paced stream through Reads under batchMin, which the conn
-// serves from its pooled read-ahead: once the stream streams, that buffer's fills
-// batch their waits as a large Read's do. Every byte is checked, and no Read returns
-// more than its buffer.
+// TestSmallReadsBatch: a Read under batchMin after one whose recv filled its buffer, on a
+// stream that streams, receives into the pooled read-ahead with a batched wait: the
+// socket's SO_RCVLOWAT rises above the Read's own size while it waits, the sender's next
+// bytes end the wait, and the Reads that follow are served from the read-ahead. The
+// whole stream's sha256 is checked.
 func TestSmallReadsBatch(t *testing.T) {
-	const total = 24 << 20
+	const rest = 4 << 20
 	for _, m := range []Mode{ModeAuto, ModeCopy} {
 		for _, size := range []int{16 << 10, 64 << 10, 100 << 10} {
 			t.Run(fmt.Sprintf("%v/%dKiB", m, size>>10), func(t *testing.T) {
 				c, sc := pairWith(t, Options{Mode: m}, false)
-				sent := sendPattern(sc, total, patternSender{maxWrite: 512 << 10, pause: 300 * time.Microsecond})
-				w := &patternWriter{}
+				batchReady(t, c) // (a bound that never fires: the sender ends the wait)
+				h := sha256.New()
 				buf := make([]byte, size)
-				for w.off < total {
+				// One Read that fills buf.
+				if err := writeStream(sc, 0, int64(size), false); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					t.Fatal(err)
+				}
+				h.Write(buf)
+				// The next one waits under a raised mark, until the rest comes.
+				done := make(chan readResult, 1)
+				go func() {
+					n, err := c.Read(buf)
+					done <- readResult{buf[:n], err}
+				}()
+				mark := 0
+				for end := time.Now().Add(10 * time.Second); mark <= size; mark = sockInt(t, c, unix.SOL_SOCKET, unix.SO_RCVLOWAT) {
+					select {
+					case r := <-done:
+						t.Fatalf("Read returned %d bytes, %v, before it waited under a mark above %d", len(r.p), r.err, size)
+					default:
+					}
+					if time.Now().After(end) {
+						t.Fatalf("no batched wait: SO_RCVLOWAT %d; %+v", mark, c.Stats())
+					}
+					time.Sleep(time.Millisecond)
+				}
+				sent := make(chan error, 1)
+				go func() { sent <- writeStream(sc, int64(size), rest, false) }()
+				r := <-done
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				h.Write(r.p)
+				got := size + len(r.p)
+				for got < size+rest {
 					n, err := c.Read(buf)
 					if n > len(buf) {
 						t.Fatalf("Read returned %d bytes into %d", n, len(buf))
 					}
-					if _, werr := w.Write(buf[:n]); werr != nil {
-						t.Fatal(werr)
-					}
-					if err != nil {
-						t.Fatalf("Read after %d bytes: %v", w.off, err)
+					h.Write(buf[:n])
+					if got += n; err != nil {
+						t.Fatalf("Read after %d bytes: %v", got, err)
 					}
 				}
 				if err := <-sent; err != nil {
 					t.Fatal(err)
 				}
-				st := c.Stats()
-				if st.BatchedWaits == 0 {
-					t.Fatalf("no wait batched: %+v", st)
+				if want := patternSum(int64(size) + rest); string(h.Sum(nil)) != string(want[:]) {
+					t.Fatal("the stream's sha256 differs from the pattern's")
 				}
-				t.Logf("%d waits, %d batched, %d bounded, %d recv calls", st.Waits, st.BatchedWaits, st.BoundedWaits, st.RecvCalls)
+				if st := c.Stats(); st.BatchedWaits == 0 || st.BoundedWaits != 0 {
+					t.Fatalf("%d waits counted as batched, %d as bounded: %+v", st.BatchedWaits, st.BoundedWaits, st)
+				}
+				t.Logf("a Read of %d KiB waited under a mark of %d KiB; %+v", size>>10, mark>>10, c.Stats())
 			})
 		}
 	}
