@@ -35,10 +35,10 @@ import (
 //     millisecond when the process is otherwise idle, so such a wait lasts about 1.1 ms.
 //     A stream that sends in bursts (a large request, then a pause for the answer) ends
 //     a wait that way at the tail of many bursts. So each wait the bound ends holds
-//     batching off for the next holdFirst fills that would batch, four times as many
-//     after each further one, up to holdMax, and each batched wait that the kernel ends with
-//     its mark's bytes shortens the next hold by one fill: a stream that keeps batching
-//     loses nothing, a bursty one soon pays for the bound once in holdMax fills at most.
+//     batching off for the next holdFirst waits that would batch, four times as many
+//     after each further one, up to holdMax, and each batched wait that the kernel ends
+//     with its mark's bytes shortens the next hold by one: a stream that keeps batching
+//     loses nothing, a bursty one soon pays for the bound once in holdMax such waits.
 //
 // The mark is at most a quarter of SO_RCVBUF (read now and then and cached): above
 // tcp_space_from_win(mark) > sk_rcvbuf, tcp_set_rcvlowat grows sk_rcvbuf and sets the
@@ -55,8 +55,8 @@ const (
 	batchMargin = 2                     // the bound over the mark's expected arrival time
 	batchSlack  = 50 * time.Microsecond // added to the bound: the wake-up's own latency
 	rcvbufEvery = 256                   // batched waits between two reads of SO_RCVBUF
-	holdFirst   = 16                    // fills held off batching after a bound ended a wait
-	holdMax     = 1024                  // the longest such hold, in fills
+	holdFirst   = 16                    // waits held off batching after a bound ended a wait
+	holdMax     = 1024                  // the longest such hold, in waits
 )
 
 // batchTimer is the part of *time.Timer the batcher uses.
@@ -93,7 +93,7 @@ type batcher struct {
 	// small: the last fill got under copyBufSize and the stream does not stream (small
 	// requests and responses): waits read no clock until a bulk fill comes.
 	small    bool
-	hold     int           // fills that would batch left to hold off (see holdFirst)
+	hold     int           // waits that would batch left to hold off (see holdFirst)
 	holdLen  int           // the hold the last bounded wait set, less one per full batched wait
 	ns       float64       // arrival rate, ns per byte (0: not measured yet)
 	slow     bool          // at that rate batchMin bytes take longer than the bound's cap
@@ -136,14 +136,14 @@ func (b *batcher) park(fd, want, plain int) int {
 	if !b.streams || b.ns == 0 || want < batchMin || b.slow {
 		return plain
 	}
-	if b.hold > 0 {
-		b.hold--
-		return plain
-	}
 	// The mark: what the call can take, what cannot clamp the window, and what arrives
 	// within the cap at the stream's rate.
 	mark := min(want, b.capMark(fd, want), int(float64(batchCap-batchSlack)/(b.ns*batchMargin)))
 	if mark < batchMin || mark <= plain {
+		return plain
+	}
+	if b.hold > 0 {
+		b.hold-- // a wait that would batch, held off
 		return plain
 	}
 	bound := time.Duration(float64(mark)*b.ns*batchMargin) + batchSlack

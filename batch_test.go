@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,6 +366,10 @@ func TestSmallReadsBatch(t *testing.T) {
 			t.Run(fmt.Sprintf("%v/%dKiB", m, size>>10), func(t *testing.T) {
 				c, sc := pairWith(t, Options{Mode: m}, false)
 				batchReady(t, c) // (a bound that never fires: the sender ends the wait)
+				// (and its FIN: the last write may come after the reader drained the rest)
+				if err := c.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
 				h := sha256.New()
 				buf := make([]byte, size)
 				// One Read that fills buf.
@@ -394,7 +399,13 @@ func TestSmallReadsBatch(t *testing.T) {
 					time.Sleep(time.Millisecond)
 				}
 				sent := make(chan error, 1)
-				go func() { sent <- writeStream(sc, int64(size), rest, false) }()
+				go func() {
+					err := writeStream(sc, int64(size), rest, false)
+					if cerr := sc.CloseWrite(); err == nil {
+						err = cerr
+					}
+					sent <- err
+				}()
 				r := <-done
 				if r.err != nil {
 					t.Fatal(r.err)
@@ -426,8 +437,81 @@ func TestSmallReadsBatch(t *testing.T) {
 	}
 }
 
+// TestPlainReadAfterMarkFailure: when lowering SO_RCVLOWAT after a Next fails once, the
+// mark in force is unknown, and the next Read that must wait sets it again instead of
+// waiting through the TCPConn under the Next's mark: a message shorter than that mark
+// still arrives.
+func TestPlainReadAfterMarkFailure(t *testing.T) {
+	ln := loopbackListen(t, false)
+	defer ln.Close()
+	sys := linuxSys
+	var fail atomic.Bool
+	sys.setRcvlowat = func(fd, n int) error {
+		if fail.CompareAndSwap(true, false) {
+			return unix.ENOMEM
+		}
+		return linuxSys.setRcvlowat(fd, n)
+	}
+	sc := dialSender(t, ln.Addr().String(), false)
+	c := acceptConn(t, seamListener{ln, Options{Mode: ModeCopy}, &sys})
+	w := &patternWriter{}
+	var off int64
+	send := func(n int64) {
+		t.Helper()
+		if err := writeStream(sc, off, n, false); err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	// waiting runs read in a goroutine and returns its result once it has started to
+	// wait (the socket's mark is mark), after send.
+	waiting := func(read func() ([]byte, error), mark int, n int64) readResult {
+		t.Helper()
+		done := make(chan readResult, 1)
+		go func() {
+			p, err := read()
+			done <- readResult{p, err}
+		}()
+		for end := time.Now().Add(10 * time.Second); sockInt(t, c, unix.SOL_SOCKET, unix.SO_RCVLOWAT) != mark; {
+			if time.Now().After(end) {
+				t.Fatalf("the read did not wait under a mark of %d", mark)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond) // (the mark is set just before the wait)
+		send(n)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if _, err := w.Write(r.p); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	buf := make([]byte, 4<<10)
+	read := func() ([]byte, error) {
+		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			return nil, err
+		}
+		n, err := c.Read(buf)
+		return buf[:n], err
+	}
+	waiting(func() ([]byte, error) { return c.Next(100) }, 100, 100)
+	fail.Store(true) // the Read's lowering of the mark to 1 fails: it waits under 100
+	if r := waiting(read, 100, 200); len(r.p) != 200 {
+		t.Fatalf("Read returned %d bytes, want 200", len(r.p))
+	}
+	if fail.Load() {
+		t.Fatal("the Read did not try to lower the mark")
+	}
+	if r := waiting(read, 1, 10); len(r.p) != 10 {
+		t.Fatalf("Read returned %d bytes, want 10", len(r.p))
+	}
+}
+
 // TestBatchHold drives a batcher by hand: each wait the bound ends holds batching off for
-// holdFirst fills that would batch, four times as many after the next, and each batched
+// holdFirst waits that would batch, four times as many after the next, and each batched
 // wait the kernel ends with its mark's bytes shortens the next hold by one fill.
 func TestBatchHold(t *testing.T) {
 	const want = 512 << 10

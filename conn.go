@@ -83,7 +83,9 @@ func newTCPConn(c *net.TCPConn, opts Options, s *sysCalls) (*Conn, error) {
 	}
 	zc := newConn(rc, s, opts.Mode, size)
 	zc.tc, zc.f.conn = c, c
-	zc.f.batch.ctl = rc.Control
+	if zerocopyRecv { // (elsewhere the TCPConn waits: nothing can batch)
+		zc.f.batch.ctl = rc.Control
+	}
 	zc.copyViews = opts.CopyViews
 	zc.laddr, zc.raddr = c.LocalAddr(), c.RemoteAddr()
 	return zc, nil

@@ -51,7 +51,7 @@ type receiver interface {
 // during that call.
 type filler struct {
 	rc     rawConn
-	conn   io.Reader // where there is no raw socket read (not Linux): the TCPConn
+	conn   io.Reader // the TCPConn: where there is no raw socket read (not Linux), and for plain fills
 	sys    *sysCalls
 	s      *stream
 	st     *counters
@@ -128,11 +128,12 @@ func (f *filler) fill(ch choice, dst []byte) fillResult {
 // plain reports whether a fill is a plain read(2) into the caller's buffer, which
 // fillConn runs through the TCPConn at net.TCPConn.Read's cost: a copy that cannot batch
 // (into a buffer under copyBufSize, or on a conn that exchanges small messages, see
-// batcher.small), with no ring to park, the mark at 1 and no error queued behind the
-// kernel's queue. Its waits are the TCPConn's, not counted in Stats.Waits.
+// batcher.small), outside a probe's timed window, with no ring to park, the mark known
+// to be 1 and no error queued behind the kernel's queue. Its waits are the TCPConn's,
+// not counted in Stats.Waits, and its read(2) calls count as one in Stats.RecvCalls.
 func (f *filler) plain(ch choice, dst []byte) bool {
-	return f.conn != nil && dst != nil && !ch.mapping && (len(dst) < copyBufSize || f.batch.small) &&
-		f.lowat <= 1 && !f.s.ringReserved() && !f.s.errQueued()
+	return f.conn != nil && dst != nil && !ch.mapping && !ch.timed && (len(dst) < copyBufSize || f.batch.small) &&
+		!f.lowatRaised() && !f.s.ringReserved() && !f.s.errQueued()
 }
 
 // fallBack moves the current fill from the mapping path to the copy path: mapping is off.

@@ -137,3 +137,33 @@ func TestHandOverLargeReads(t *testing.T) {
 		checkRefusal(t, "raw-read", rerr)
 	}
 }
+
+// TestHandOverAfterSmallRead: on a stream that streams, a Read of 128 KiB or more after a
+// small one that filled its buffer still receives straight into p, so the conn holds
+// nothing after it and File works, as documented (a smaller Read would read ahead).
+func TestHandOverAfterSmallRead(t *testing.T) {
+	c, sc := pairWith(t, Options{Mode: ModeCopy}, false)
+	const small, large, next = 4 << 10, batchMin, 100
+	batchStart(t, c) // the stream streams: a small Read would read ahead 512 KiB
+	if err := writeStream(sc, 0, small+large+next, false); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, sc)
+	buf := make([]byte, large)
+	var off int64
+	for _, n := range []int64{small, large} {
+		for end := off + n; off < end; {
+			m, err := c.Read(buf[:end-off])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := patternErr(off, buf[:m]); err != nil {
+				t.Fatal(err)
+			}
+			off += int64(m)
+		}
+	}
+	if ferr, rerr := handOver(t, c, off, next); ferr != nil || rerr != nil {
+		t.Fatalf("after a Read of %d bytes, File: %v, SyscallConn's Read: %v", large, ferr, rerr)
+	}
+}

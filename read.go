@@ -13,9 +13,10 @@ import (
 
 // Read reads up to len(p) bytes into p. It first returns bytes an earlier call left
 // mapped or buffered, then receives more: by recv(2) straight into p, or by mapping whole
-// pages and copying them into p, whichever the conn's mode picks. A Read under 128 KiB
-// after one whose recv filled p receives into a pooled read-ahead instead (64 KiB, or
-// 512 KiB while the stream streams), which serves the Reads that follow. When p (or the
+// pages and copying them into p, whichever the conn's mode picks. A Read after one whose
+// recv filled p receives into a pooled read-ahead instead, which serves the Reads that
+// follow: a Read under 64 KiB into 64 KiB, and while the stream streams, a Read under
+// 128 KiB into 512 KiB (which a conn then holds until its Reads take it). When p (or the
 // read-ahead) is 128 KiB or more and the stream streams, a Read that must wait asks the
 // kernel to wake it once that much can be taken (SO_RCVLOWAT), for at most twice the time
 // those bytes should take at the stream's measured rate (plus 50 us) and never more than
@@ -57,7 +58,7 @@ func (c *Conn) readFill(p []byte) (int, error) {
 	ch.want = max(pages(len(p)), c.readMap)
 	ch.lowatMax = len(p)
 	dst := p
-	if size := c.f.batch.copySize(); len(p) < size && c.fullRead && zerocopyRecv {
+	if size := c.f.batch.copySize(); len(p) < min(size, batchMin) && c.fullRead && zerocopyRecv {
 		// The last recv filled p: more was likely queued, and a pooled buffer takes it
 		// in one call for several Reads; on a stream that streams, one batched wait's
 		// worth (see batcher.copySize).

@@ -12,14 +12,16 @@ type Stats struct {
 	// CopiedBytes were received by copying (recv(2)): unaligned payload, tails under a
 	// page, and everything on the copy path.
 	CopiedBytes uint64
-	// ZerocopyCalls counts TCP_ZEROCOPY_RECEIVE calls; RecvCalls counts recv(2) calls.
+	// ZerocopyCalls counts TCP_ZEROCOPY_RECEIVE calls; RecvCalls counts recv(2) calls,
+	// a Read that reads as net.TCPConn.Read does (see Waits) as one.
 	ZerocopyCalls, RecvCalls uint64
 	// Skips counts mapping calls that reported bytes the kernel could not map
 	// (recv_skip_hint): unaligned payload.
 	Skips uint64
-	// Waits counts the times a read waited in the poller for data, except the Reads
-	// that receive straight into a buffer under 64 KiB or on a conn exchanging small
-	// messages, which read as net.TCPConn.Read does, without that count. BatchedWaits counts
+	// Waits counts the times a read waited in the poller for data, except the waits of
+	// Reads that copy straight into their buffer with no chance to batch (a buffer under
+	// 64 KiB, or a conn exchanging small messages), which read as net.TCPConn.Read does,
+	// without that count. BatchedWaits counts
 	// the waits that asked the kernel to wake the reader only once a buffer's worth was
 	// queued (SO_RCVLOWAT, see README), and BoundedWaits those of them that their bound
 	// ended before that: the stream sent less than the mark in time.
