@@ -183,8 +183,10 @@ func TestFaultRcvlowat(t *testing.T) {
 	const total = 4 << 20
 	ln := loopbackListen(t, true)
 	defer ln.Close()
+	// (Paced slowly enough that the reader waits, and sets SO_RCVLOWAT, even under the
+	// race detector, which slows its check of every byte.)
 	sent := sendPattern(dialSender(t, ln.Addr().String(), true), total,
-		patternSender{zerocopy: true, maxWrite: 256 << 10, pause: time.Millisecond})
+		patternSender{zerocopy: true, maxWrite: 256 << 10, pause: 5 * time.Millisecond})
 	seam := newFaultSeam(opRcvlowat, unix.EINVAL, true)
 	c := acceptConn(t, seamListener{ln, Options{Mode: ModeZeroCopy}, &seam.sys})
 	w := &patternWriter{}

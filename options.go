@@ -20,9 +20,9 @@ const (
 	// ModeZeroCopy maps whole pages whenever the kernel can, copying only what it cannot.
 	// A stream that maps nothing for several fills in a row (a sender's compound or
 	// page-cache pages, segments that do not carry whole pages, small messages) is
-	// received with recv(2) for a stretch of fills, after which one fill tries mapping
-	// again: the stretch doubles, up to 1024 fills, while the tries map nothing, and a
-	// try that maps ends it (Stats.MapBackoffs). WriteTo does not splice in this mode,
+	// received with recv(2) for a stretch of the stream, after which one fill tries
+	// mapping again: the stretch doubles from 1 MiB up to 64 MiB while the tries map
+	// nothing, and a try that maps ends it (Stats.MapBackoffs). WriteTo does not splice in this mode,
 	// so that mapping can resume.
 	ModeZeroCopy
 	// ModeCopy never maps: the conn behaves as a net.TCPConn with a pooled read buffer.

@@ -59,28 +59,28 @@ func (copyPolicy) observe(choice, fillResult, time.Duration) {}
 
 // zerocopyPolicy maps, and backs off a stream that maps nothing. Once unmappableFills
 // mapping fills in a row mapped nothing (the sender's pages are compound or page cache,
-// segments do not carry whole pages, messages are under a page), the conn copies for a
-// stretch of fills and then tries one mapping fill again: each try that maps nothing
-// doubles the stretch, from backoffFirst up to backoffMax fills, and a try that maps
+// segments do not carry whole pages, messages are under a page), the conn copies a
+// stretch of the stream and then tries one mapping fill again: each try that maps nothing
+// doubles the stretch, from backoffFirst up to backoffMax bytes, and a try that maps
 // ends the backoff. So a stream that never maps makes one mapping call in backoffMax
-// fills, and one that turns mappable maps again within a stretch. The stretch's copies
+// bytes, and one that turns mappable maps again within a stretch. (A stretch counts
+// bytes, not fills: a fill's size varies with the call and with batching.) The stretch's copies
 // are counted under the cause the mapping calls met (CopiedPageKind, CopiedSegment or
 // CopiedTail), each stretch in Stats.MapBackoffs.
 type zerocopyPolicy struct {
 	st      *counters
-	copies  int       // fills left to copy before the next mapping try
-	stretch int       // the current stretch in fills; 0 while the stream maps
+	left    int       // bytes left to copy before the next mapping try
+	stretch int       // the current stretch in bytes; 0 while the stream maps
 	cause   copyCause // why the last mapping fills mapped nothing
 }
 
 const (
-	backoffFirst = 16   // fills of the first backoff
-	backoffMax   = 1024 // the longest backoff, in fills
+	backoffFirst = 1 << 20  // bytes of the first backoff (16 fills of 64 KiB)
+	backoffMax   = 64 << 20 // the longest backoff, in bytes
 )
 
 func (z *zerocopyPolicy) pick(int) choice {
-	if z.copies > 0 {
-		z.copies--
+	if z.left > 0 {
 		return choice{cause: z.cause, retry: true}
 	}
 	return choice{mapping: true}
@@ -88,12 +88,16 @@ func (z *zerocopyPolicy) pick(int) choice {
 
 func (z *zerocopyPolicy) observe(ch choice, res fillResult, _ time.Duration) {
 	switch {
-	case !ch.mapping || res.n <= 0:
+	case res.n <= 0:
+	case !ch.mapping:
+		if ch.retry {
+			z.left -= res.n
+		}
 	case res.mapped:
 		z.stretch = 0
 	case res.unmappable:
 		z.stretch = min(max(2*z.stretch, backoffFirst), backoffMax)
-		z.copies, z.cause = z.stretch, res.skip
+		z.left, z.cause = z.stretch, res.skip
 		z.st.backoffs.Add(1)
 	}
 }

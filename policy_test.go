@@ -221,7 +221,7 @@ func runZerocopy(z *zerocopyPolicy, fills int, mapsHere bool, cause copyCause, s
 	first = -1
 	for i := range fills {
 		ch := z.pick(512 << 10)
-		res := fillResult{n: 64 << 10}
+		res := fillResult{n: zcFill}
 		if ch.mapping {
 			mapping++
 			if mapsHere {
@@ -241,6 +241,9 @@ func runZerocopy(z *zerocopyPolicy, fills int, mapsHere bool, cause copyCause, s
 	return mapping, first
 }
 
+// zcFill is the bytes of each fill runZerocopy answers with.
+const zcFill = 64 << 10
+
 // TestZerocopyBacksOff: a ModeZeroCopy conn on a stream that maps nothing makes a
 // vanishing share of mapping calls, copies under the cause its mapping calls met, and
 // counts its backoffs; once the stream maps again, it maps within one stretch, and from
@@ -251,9 +254,10 @@ func TestZerocopyBacksOff(t *testing.T) {
 	const fills = 1 << 17
 	streak := 0
 	mapping, _ := runZerocopy(z, fills, false, causePageKind, &streak)
-	// The stretches double from backoffFirst to backoffMax: one try each, then one try
-	// every backoffMax fills.
-	want := unmappableFills + bits.Len(backoffMax/backoffFirst) + fills/backoffMax
+	// The stretches double from backoffFirst to backoffMax bytes: one try each, then one
+	// try every backoffMax bytes.
+	const most = backoffMax / zcFill // the longest stretch, in fills
+	want := unmappableFills + bits.Len(backoffMax/backoffFirst) + fills/most
 	t.Logf("%d of %d fills took the mapping path (at most %d expected), %d backoffs", mapping, fills, want, st.backoffs.Load())
 	if mapping > want {
 		t.Fatalf("%d of %d fills on an unmappable stream took the mapping path, want at most %d", mapping, fills, want)
@@ -261,11 +265,11 @@ func TestZerocopyBacksOff(t *testing.T) {
 	if b := st.backoffs.Load(); b == 0 || b > uint64(mapping) {
 		t.Fatalf("%d backoffs for %d mapping fills", b, mapping)
 	}
-	mapping, first := runZerocopy(z, 4*backoffMax, true, causePageKind, &streak)
-	if first < 0 || first > backoffMax {
-		t.Fatalf("the first mapping fill on a stream that maps again came after %d fills, want at most %d", first, backoffMax)
+	mapping, first := runZerocopy(z, 4*most, true, causePageKind, &streak)
+	if first < 0 || first > most {
+		t.Fatalf("the first mapping fill on a stream that maps again came after %d fills, want at most %d", first, most)
 	}
-	if mapping != 4*backoffMax-first {
-		t.Fatalf("after mapping resumed, %d of %d fills mapped", mapping, 4*backoffMax-first)
+	if mapping != 4*most-first {
+		t.Fatalf("after mapping resumed, %d of %d fills mapped", mapping, 4*most-first)
 	}
 }

@@ -49,7 +49,7 @@ type Stats struct {
 	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
 	CopiedPolicy, CopiedDisabled, CopiedTail, CopiedSegment, CopiedPageKind uint64
 	// MapBackoffs counts the times a ModeZeroCopy conn stopped mapping for a stretch of
-	// fills because its mapping calls mapped nothing (the copy causes above say why);
+	// the stream (1 MiB, doubling up to 64 MiB) because its mapping calls mapped nothing (the copy causes above say why);
 	// it tries again after each stretch, which doubles while the stream keeps mapping
 	// nothing, and maps again as soon as a try maps.
 	MapBackoffs uint64
