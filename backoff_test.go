@@ -62,7 +62,9 @@ func TestZerocopyBackoffFake(t *testing.T) {
 	readFake(t, c, k, buf, unmappable, mappable)
 	st = c.Stats()
 	t.Logf("whole stream: %+v", st)
-	// Mapping resumes at the next try: within a stretch, at most twice the unmappable part's fills.
+	// Mapping resumes at the next try: the stretch under way when the stream turns
+	// mappable is under the unmappable part plus backoffFirst, so that more than
+	// mappable-2*unmappable bytes map.
 	if st.MappedBytes < mappable-2*unmappable {
 		t.Fatalf("%d of the %d mappable bytes were mapped: %+v", st.MappedBytes, mappable, st)
 	}

@@ -85,9 +85,10 @@ type batcher struct {
 	now    func() time.Duration // a monotonic clock
 	st     *counters
 
-	t     batchTimer
-	state atomic.Uint64 // arms<<2 | phase
-	due   atomic.Int64  // when the armed bound ends, on now's clock
+	t       batchTimer
+	state   atomic.Uint64 // arms<<2 | phase
+	due     atomic.Int64  // when the armed bound ends, on now's clock
+	lowered bool          // the last firing set the mark to 1 (written by fire before batchFired)
 
 	streams bool
 	// small: the last fill got under copyBufSize and the stream does not stream (small
@@ -192,21 +193,26 @@ func (b *batcher) fire() {
 	if !b.state.CompareAndSwap(s, s-batchArmed+batchFiring) {
 		return
 	}
-	b.ctl(func(fd uintptr) { b.lowat(int(fd), 1) })
+	var err error
+	if cerr := b.ctl(func(fd uintptr) { err = b.lowat(int(fd), 1) }); cerr != nil {
+		err = cerr
+	}
+	b.lowered = err == nil // (published to the reader by the store below)
 	b.state.Store(s - batchArmed + batchFired)
 }
 
 // wake runs when the reader runs again after a wait: it stops the bound, and reports
-// whether the timer lowered the mark to 1 meanwhile.
-func (b *batcher) wake() bool {
+// whether the timer fired meanwhile, and if so whether it lowered the mark to 1 (else
+// the mark in force is unknown).
+func (b *batcher) wake() (fired, lowered bool) {
 	s := b.state.Load()
 	switch s % batchPhases {
 	case batchIdle:
-		return false
+		return false, false
 	case batchArmed:
 		if b.state.CompareAndSwap(s, s-batchArmed) {
 			b.t.Stop()
-			return false
+			return false, false
 		}
 	}
 	for b.state.Load()%batchPhases != batchFired {
@@ -216,7 +222,7 @@ func (b *batcher) wake() bool {
 	b.st.bounded.Add(1)
 	b.holdLen = min(max(4*b.holdLen, holdFirst), holdMax)
 	b.hold = b.holdLen
-	return true
+	return true, b.lowered
 }
 
 // asks reports whether the kernel should be asked how much is still queued after a fill

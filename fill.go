@@ -257,8 +257,10 @@ func (f *filler) unpark() {
 	if err := f.timer.wake(); err != nil {
 		f.disable(err.Error())
 	}
-	if f.batch.wake() {
+	if fired, lowered := f.batch.wake(); lowered {
 		f.lowat = 1 // the bound lowered the mark
+	} else if fired {
+		f.lowat = -1 // it failed to: the mark in force is unknown (see setLowat)
 	}
 }
 

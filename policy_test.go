@@ -273,3 +273,43 @@ func TestZerocopyBacksOff(t *testing.T) {
 		t.Fatalf("after mapping resumed, %d of %d fills mapped", mapping, 4*most-first)
 	}
 }
+
+// TestZerocopyBackoffBytes: a backoff's stretch counts the bytes its copy fills
+// received, whatever their sizes: fills that got nothing (a deadline, Close) and fills
+// larger than the rest of the stretch count as what they got, and the next fill after
+// the stretch tries mapping.
+func TestZerocopyBackoffBytes(t *testing.T) {
+	st := new(counters)
+	z := newPolicy(ModeZeroCopy, DefaultRingSize, st).(*zerocopyPolicy)
+	z.observe(choice{mapping: true}, fillResult{n: 4096, unmappable: true, skip: causeSegment}, 0)
+	if z.left != backoffFirst || st.backoffs.Load() != 1 {
+		t.Fatalf("after an unmappable try: %d bytes left to copy, %d backoffs; want %d, 1", z.left, st.backoffs.Load(), backoffFirst)
+	}
+	got := 0
+	for _, n := range []int{512 << 10, 0, 16 << 10, -1, 64 << 10, 300 << 10, 512 << 10} {
+		ch := z.pick(512 << 10)
+		if ch.mapping {
+			t.Fatalf("a mapping try after %d of the stretch's %d bytes", got, backoffFirst)
+		}
+		if !ch.retry || ch.cause != causeSegment {
+			t.Fatalf("a backoff's copy: retry %v, cause %v", ch.retry, ch.cause)
+		}
+		z.observe(ch, fillResult{n: n}, 0)
+		if got += max(n, 0); got >= backoffFirst {
+			break
+		}
+	}
+	if ch := z.pick(512 << 10); !ch.mapping {
+		t.Fatalf("no mapping try after %d copied bytes of a stretch of %d", got, backoffFirst)
+	}
+	// The try maps nothing again: the next stretch is twice as long; one that maps ends it.
+	z.observe(choice{mapping: true}, fillResult{n: 4096, unmappable: true, skip: causeSegment}, 0)
+	if z.left != 2*backoffFirst {
+		t.Fatalf("after a second unmappable try: %d bytes left, want %d", z.left, 2*backoffFirst)
+	}
+	z.left = 0
+	z.observe(choice{mapping: true}, fillResult{n: 4096, mapped: true}, 0)
+	if z.stretch != 0 || !z.pick(1<<20).mapping {
+		t.Fatalf("a try that mapped left a stretch of %d", z.stretch)
+	}
+}
