@@ -518,18 +518,15 @@ func TestPlainReadAfterMarkFailure(t *testing.T) {
 	}
 }
 
-// TestBatchHold drives a batcher by hand: each wait the bound ends holds batching off for
-// holdFirst waits that would batch, four times as many after the next, and each batched
-// wait the kernel ends with its mark's bytes shortens the next hold by one.
-func TestBatchHold(t *testing.T) {
-	const want = 512 << 10
-	clock := time.Duration(1)
-	h := &handTimer{}
-	b := &batcher{
+// handBatcher is a batcher with no socket: its clock is *clock, its timer h, its
+// setsockopt SO_RCVLOWAT lowat, SO_RCVBUF 8 MiB, and its stream taken to stream at
+// 0.2 ns per byte.
+func handBatcher(clock *time.Duration, h *handTimer, lowat func(fd, n int) error) *batcher {
+	return &batcher{
 		ctl:    func(f func(fd uintptr)) error { f(3); return nil },
-		lowat:  func(fd, n int) error { return nil },
+		lowat:  lowat,
 		rcvbuf: func(int) (int, error) { return 8 << 20, nil },
-		now:    func() time.Duration { return clock },
+		now:    func() time.Duration { return *clock },
 		st:     &counters{},
 		after: func(_ time.Duration, f func()) batchTimer {
 			h.f = f
@@ -538,6 +535,16 @@ func TestBatchHold(t *testing.T) {
 		streams: true,
 		ns:      0.2,
 	}
+}
+
+// TestBatchHold drives a batcher by hand: each wait the bound ends holds batching off for
+// holdFirst waits that would batch, four times as many after the next, and each batched
+// wait the kernel ends with its mark's bytes shortens the next hold by one.
+func TestBatchHold(t *testing.T) {
+	const want = 512 << 10
+	clock := time.Duration(1)
+	h := &handTimer{}
+	b := handBatcher(&clock, h, func(fd, n int) error { return nil })
 	// fill runs one fill that waits: it reports whether it batched. A batched one is
 	// ended by its bound when bounded (and gets a quarter of its mark), else by the
 	// kernel with the mark's bytes. A plain one takes all it asked: the stream streams.
@@ -609,19 +616,7 @@ func TestBatchHold(t *testing.T) {
 func TestBatchFireFails(t *testing.T) {
 	clock := time.Duration(1)
 	h := &handTimer{}
-	b := &batcher{
-		ctl:    func(f func(fd uintptr)) error { f(3); return nil },
-		lowat:  func(fd, n int) error { return unix.ENOMEM },
-		rcvbuf: func(int) (int, error) { return 8 << 20, nil },
-		now:    func() time.Duration { return clock },
-		st:     &counters{},
-		after: func(_ time.Duration, f func()) batchTimer {
-			h.f = f
-			return h
-		},
-		streams: true,
-		ns:      0.2,
-	}
+	b := handBatcher(&clock, h, func(fd, n int) error { return unix.ENOMEM })
 	if mark := b.park(3, 512<<10, 1); mark <= 1 {
 		t.Fatalf("park returned mark %d, want a batched one", mark)
 	}
