@@ -314,8 +314,8 @@ func (f readFuller) Next(n int) ([]byte, error) {
 }
 
 // BenchmarkWriteTo drains each sender's stream into io.Discard with WriteTo in each
-// mode, against net.TCPConn read into a reused 512 KiB buffer (the buffer size zcfloor
-// uses).
+// mode, against net.TCPConn read into a reused 512 KiB buffer (the chunk the kernel's
+// tcp_mmap receiver uses).
 func BenchmarkWriteTo(b *testing.B) {
 	for _, s := range benchSenders {
 		b.Run("send="+s.name+"/recv=net-read512KiB", func(b *testing.B) {
