@@ -80,24 +80,32 @@ func batchStart(t *testing.T, c *Conn) {
 // the channel yields what the Read returned.
 func parkedRead(t *testing.T, c *Conn) <-chan readResult {
 	t.Helper()
+	done, _ := parkedReadInto(t, c, make([]byte, 512<<10), 1)
+	return done
+}
+
+// parkedReadInto starts Read(buf) on c and returns once it waits under a mark above
+// above, and that mark; the channel yields what the Read returned.
+func parkedReadInto(t *testing.T, c *Conn, buf []byte, above int) (<-chan readResult, int) {
+	t.Helper()
 	done := make(chan readResult, 1)
-	buf := make([]byte, 512<<10)
 	go func() {
 		n, err := c.Read(buf)
 		done <- readResult{buf[:n], err}
 	}()
-	for end := time.Now().Add(10 * time.Second); sockInt(t, c, unix.SOL_SOCKET, unix.SO_RCVLOWAT) <= 1; {
+	mark := 0
+	for end := time.Now().Add(10 * time.Second); mark <= above; mark = sockInt(t, c, unix.SOL_SOCKET, unix.SO_RCVLOWAT) {
 		select {
 		case r := <-done:
-			t.Fatalf("Read returned %d bytes, %v before it waited", len(r.p), r.err)
+			t.Fatalf("Read returned %d bytes, %v before it waited under a mark above %d", len(r.p), r.err, above)
 		default:
 		}
 		if time.Now().After(end) {
-			t.Fatalf("Read did not wait under a raised mark; stats %+v", c.Stats())
+			t.Fatalf("Read did not wait under a mark above %d (SO_RCVLOWAT %d); stats %+v", above, mark, c.Stats())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return done
+	return done, mark
 }
 
 type readResult struct {
@@ -382,23 +390,7 @@ func TestSmallReadsBatch(t *testing.T) {
 				}
 				h.Write(buf)
 				// The next one waits under a raised mark, until the rest comes.
-				done := make(chan readResult, 1)
-				go func() {
-					n, err := c.Read(buf)
-					done <- readResult{buf[:n], err}
-				}()
-				mark := 0
-				for end := time.Now().Add(10 * time.Second); mark <= size; mark = sockInt(t, c, unix.SOL_SOCKET, unix.SO_RCVLOWAT) {
-					select {
-					case r := <-done:
-						t.Fatalf("Read returned %d bytes, %v, before it waited under a mark above %d", len(r.p), r.err, size)
-					default:
-					}
-					if time.Now().After(end) {
-						t.Fatalf("no batched wait: SO_RCVLOWAT %d; %+v", mark, c.Stats())
-					}
-					time.Sleep(time.Millisecond)
-				}
+				done, mark := parkedReadInto(t, c, buf, size)
 				sent := make(chan error, 1)
 				go func() {
 					err := writeStream(sc, int64(size), rest, false)
