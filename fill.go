@@ -51,7 +51,7 @@ type receiver interface {
 // during that call.
 type filler struct {
 	rc     rawConn
-	conn   io.Reader // the TCPConn: where there is no raw socket read (not Linux), and for plain fills
+	conn   io.Reader // the TCPConn: where there are no raw socket reads, and for plain fills
 	sys    *sysCalls
 	s      *stream
 	st     *counters

@@ -22,8 +22,8 @@ const (
 	// page-cache pages, segments that do not carry whole pages, small messages) is
 	// received with recv(2) for a stretch of the stream, after which one fill tries
 	// mapping again: the stretch doubles from 1 MiB up to 64 MiB while the tries map
-	// nothing, and a try that maps ends it (Stats.MapBackoffs). WriteTo does not splice in this mode,
-	// so that mapping can resume.
+	// nothing, and a try that maps ends it (Stats.MapBackoffs). WriteTo does not
+	// splice in this mode, so that mapping can resume.
 	ModeZeroCopy
 	// ModeCopy never maps: the conn behaves as a net.TCPConn with a pooled read buffer.
 	ModeCopy

@@ -64,9 +64,9 @@ func (copyPolicy) observe(choice, fillResult, time.Duration) {}
 // doubles the stretch, from backoffFirst up to backoffMax bytes, and a try that maps
 // ends the backoff. So a stream that never maps makes one mapping call in backoffMax
 // bytes, and one that turns mappable maps again within a stretch. (A stretch counts
-// bytes, not fills: a fill's size varies with the call and with batching.) The stretch's copies
-// are counted under the cause the mapping calls met (CopiedPageKind, CopiedSegment or
-// CopiedTail), each stretch in Stats.MapBackoffs.
+// bytes, not fills: a fill's size varies with the call and with batching.) The
+// stretch's copies are counted under the cause the mapping calls met (CopiedPageKind,
+// CopiedSegment or CopiedTail), each stretch in Stats.MapBackoffs.
 type zerocopyPolicy struct {
 	st      *counters
 	left    int       // bytes left to copy before the next mapping try
@@ -121,8 +121,8 @@ func (z *zerocopyPolicy) observe(ch choice, res fillResult, _ time.Duration) {
 // page-table work is dear: its other threads' TLB-flush interrupts, which no clock of
 // this thread sees, come on top) makes the next probe the rarest at once, and ends as
 // soon as the first quarter of its bytes (in at least minEarly fills) shows it: without
-// their release, which only adds to the cost, they already cost that much. A conn that maps
-// runs the probe again every recheckEvery bulk fills. A fill is bulk by what the stream
+// their release, which only adds to the cost, they already cost that much. A conn that
+// maps runs the probe again every recheckEvery bulk fills. A fill is bulk by what the stream
 // delivers, not by what the call asks for: the call asks for bulkFill bytes or more and
 // the conn's recent fills delivered bulkDelivered bytes on average. Other fills copy,
 // count nothing and read no clock: there a call's fixed cost dominates and both paths

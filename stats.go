@@ -49,9 +49,10 @@ type Stats struct {
 	//     MSG_ZEROCOPY while net.core.high_order_alloc_disable is 0).
 	CopiedPolicy, CopiedDisabled, CopiedTail, CopiedSegment, CopiedPageKind uint64
 	// MapBackoffs counts the times a ModeZeroCopy conn stopped mapping for a stretch of
-	// the stream (1 MiB, doubling up to 64 MiB) because its mapping calls mapped nothing (the copy causes above say why);
-	// it tries again after each stretch, which doubles while the stream keeps mapping
-	// nothing, and maps again as soon as a try maps.
+	// the stream (1 MiB, doubling up to 64 MiB) because its mapping calls mapped
+	// nothing (the copy causes above say why); it tries again after each stretch, which
+	// doubles while the stream keeps mapping nothing, and maps again as soon as a try
+	// maps.
 	MapBackoffs uint64
 	// SplicedBytes were moved by WriteTo from the socket to a file or socket with
 	// splice(2), in the kernel: neither mapped nor copied, and not in MappedShare.
